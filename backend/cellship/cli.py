@@ -1,0 +1,186 @@
+"""The ``cellship`` command: a thin layer over :mod:`cellship.api`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Sequence
+
+from . import api
+from .errors import CellshipError, UsageError
+from .options import add_job_options, spec_from_args
+from .store import JOB_STATUSES
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that names the valid options when it rejects one."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        if "unrecognized arguments" in message or "invalid" in message:
+            valid = [a.option_strings[0] for a in self._actions if a.option_strings
+                     and a.option_strings[0] not in ("-h",)]
+            if valid:
+                message += f"\nvalid options: {', '.join(valid)}"
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="cellship", description="Ship notebook cells and scripts as "
+                     "distributed TensorFlow jobs, and follow them.")
+    parser.add_argument("--version", action="version", version=f"cellship {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    train = sub.add_parser("train", help="run a Python script as a job")
+    train.add_argument("script", metavar="FILE.py")
+    add_job_options(train)
+
+    jobs = sub.add_parser("jobs", help="list jobs")
+    jobs.add_argument("--json", action="store_true", help="machine-readable output")
+    jobs.add_argument("--status", choices=JOB_STATUSES, help="only jobs with this status")
+    jobs.add_argument("--limit", type=int, default=None, help="at most this many (newest first)")
+
+    logs = sub.add_parser("logs", help="print a job's logs")
+    logs.add_argument("job", metavar="JOB", help="job id or unique name")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the job ends")
+
+    status = sub.add_parser("status", help="show one job")
+    status.add_argument("job", metavar="JOB", help="job id or unique name")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    cancel = sub.add_parser("cancel", help="cancel a job and stop all of its processes")
+    cancel.add_argument("job", metavar="JOB", help="job id or unique name")
+    parser.set_defaults(_subparsers=sub.choices)
+    return parser
+
+
+def _version() -> str:
+    from . import __version__
+    return __version__
+
+
+def _print_line(line: api.LogLine) -> None:
+    print(str(line), flush=True)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    spec = spec_from_args(args)
+    if spec.ship:
+        raise UsageError("--ship sends variables of a kernel; a script has none. Create the "
+                         "values in the script itself.")
+    if args.dry_run:
+        from pathlib import Path
+        from .program import program_from_script
+
+        try:
+            text = Path(args.script).read_text()
+        except OSError as err:
+            raise UsageError(f"Cannot read {args.script}: {err.strerror}.") from None
+        print(api.dry_run_text(spec, program_from_script(text, args.script)))
+        return 0
+    job = api.submit_script(args.script, detached=args.detach, **_spec_kwargs(spec))
+    print(f"cellship: job {job.name} ({job.id}) submitted", file=sys.stderr, flush=True)
+    if args.detach:
+        print(job.id)
+        return 0
+    try:
+        record = job.follow(_print_line)
+    except KeyboardInterrupt:
+        print(f"\ncellship: interrupted; cancelling job {job.name} ({job.id})...",
+              file=sys.stderr, flush=True)
+        job.cancel()
+        print(job.summary(), file=sys.stderr)
+        return 130
+    print(job.summary(), file=sys.stderr)
+    if record.status != "succeeded":
+        print(job.failure_report(), file=sys.stderr)
+        return 1
+    return 0
+
+
+def _spec_kwargs(spec: api.JobSpec) -> dict:
+    return dict(workers=spec.workers, ps=spec.ps, gpus=spec.gpus, name=spec.name,
+                backend=spec.backend, env=spec.env, timeout=spec.timeout,
+                startup_timeout=spec.startup_timeout, max_restarts=spec.max_restarts)
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    jobs = api.jobs(status=args.status, limit=args.limit)
+    if args.json:
+        print(json.dumps([j.to_dict() for j in jobs], indent=2))
+        return 0
+    print(jobs_table(jobs))
+    return 0
+
+
+def jobs_table(jobs: Sequence[api.Job]) -> str:
+    if not jobs:
+        return "no jobs yet: run a cell with %%train, or `cellship train FILE.py`"
+    rows = [("ID", "NAME", "STATUS", "BACKEND", "REPLICAS", "CREATED", "DURATION")]
+    for job in jobs:
+        r = job.record
+        rows.append((r.id, r.name, r.status, r.backend, str(len(r.replicas)),
+                     time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created)),
+                     api.format_duration(r.duration)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    job = api.get_job(args.job)
+    try:
+        for line in job.logs(follow=args.follow):
+            _print_line(line)
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    job = api.get_job(args.job)
+    if args.json:
+        print(json.dumps(job.to_dict(), indent=2))
+        return 0
+    print(job.summary())
+    for replica in job.record.replicas:
+        code = "" if replica.exit_code is None else f" (exit {replica.exit_code})"
+        print(f"  {replica.label:<10} {replica.state}{code}")
+    if job.record.error:
+        print(f"  error: {job.record.error}")
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    job = api.get_job(args.job)
+    before = job.status
+    record = job.cancel()
+    if before in ("succeeded", "failed", "cancelled"):
+        print(f"job {record.name} ({record.id}) had already {before}; nothing to cancel")
+    else:
+        print(f"job {record.name} ({record.id}) cancelled; all of its processes are stopped")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "jobs": cmd_jobs, "logs": cmd_logs, "status": cmd_status,
+            "cancel": cmd_cancel}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # let the sub-command's parser reject them, so it names ITS valid options
+        args._subparsers[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        return COMMANDS[args.command](args)
+    except CellshipError as err:
+        print(f"cellship: error: {err}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

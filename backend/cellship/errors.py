@@ -1,0 +1,51 @@
+"""The one exception family of cellship.
+
+Every error a user can cause or meet derives from :class:`CellshipError` and carries a
+sentence that says what was wrong and how to fix it. IPython renders these through
+``_render_traceback_`` (the hook ipyparallel uses for remote errors), so a notebook shows
+the sentence instead of a traceback through cellship's own code.
+"""
+
+from __future__ import annotations
+
+
+class CellshipError(Exception):
+    """Base of every cellship error; ``str(err)`` is the full user-facing message."""
+
+    def _render_traceback_(self) -> list[str]:
+        """Let IPython show our message, not a traceback through our internals."""
+        return [f"\x1b[31m{type(self).__name__}\x1b[0m: {line}" if i == 0 else line
+                for i, line in enumerate(str(self).splitlines() or [""])]
+
+
+class UsageError(CellshipError):
+    """An option or argument given by the user is invalid."""
+
+
+class ProgramError(CellshipError):
+    """The cell, or the context it needs from earlier cells, cannot be shipped."""
+
+
+class JobNotFound(CellshipError):
+    """No job matches the id or name the user gave."""
+
+
+class JobFailed(CellshipError):
+    """A job the caller waited for ended in failure or was cancelled."""
+
+    def __init__(self, message: str, job_id: str, status: str) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+        self.status = status
+
+
+class BackendError(CellshipError):
+    """A backend could not start, follow or stop a job."""
+
+
+class MissingDependency(CellshipError):
+    """An optional dependency is missing; the message names what to install."""
+
+
+class StoreError(CellshipError):
+    """The job store could not be opened or is damaged."""

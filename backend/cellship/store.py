@@ -1,0 +1,322 @@
+"""The embedded job store: one SQLite database (WAL mode) shared by kernels, the CLI and
+supervisors.
+
+Why SQLite: several processes (a kernel, a supervisor per job, the CLI, the Jupyter server)
+read and write job state concurrently; WAL gives readers that never block the writer, and
+conditional UPDATEs make status transitions atomic (a cancel racing a finish has exactly
+one winner). A connection is opened per operation: cheap (~0.1 ms), and safe across
+threads and forks.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from .errors import JobNotFound, StoreError
+
+SCHEMA_VERSION = 1
+
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+JOB_STATUSES = ("pending", "running", "succeeded", "failed", "cancelled")
+
+# Which statuses a job may move to from each status. Terminal statuses are final.
+_ALLOWED_FROM: dict[str, tuple[str, ...]] = {
+    "pending": (),
+    "running": ("pending",),
+    "succeeded": ("running",),
+    "failed": ("pending", "running"),
+    "cancelled": ("pending", "running"),
+}
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    backend TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    job_dir TEXT NOT NULL,
+    output_dir TEXT NOT NULL,
+    logdir TEXT NOT NULL,
+    created REAL NOT NULL,
+    started REAL,
+    ended REAL,
+    error TEXT,
+    supervisor_pid INTEGER,
+    detached INTEGER NOT NULL DEFAULT 0,
+    restarts INTEGER NOT NULL DEFAULT 0,
+    source TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_name ON jobs(name);
+CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created);
+CREATE TABLE IF NOT EXISTS replicas (
+    job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    type TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    exit_code INTEGER,
+    pid INTEGER,
+    restarts INTEGER NOT NULL DEFAULT 0,
+    log_path TEXT NOT NULL,
+    address TEXT,
+    PRIMARY KEY (job_id, type, idx)
+);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    ts REAL NOT NULL,
+    kind TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_job ON events(job_id, seq);
+"""
+
+
+@dataclass(frozen=True)
+class ReplicaRecord:
+    job_id: str
+    type: str
+    index: int
+    state: str
+    exit_code: int | None
+    pid: int | None
+    restarts: int
+    log_path: str
+    address: str | None
+
+    @property
+    def label(self) -> str:
+        """The prefix users see in logs: ``worker 1``, ``chief``, ``ps 0``."""
+        return self.type if self.type == "chief" else f"{self.type} {self.index}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "index": self.index, "state": self.state,
+                "exit_code": self.exit_code, "pid": self.pid, "restarts": self.restarts,
+                "log_path": self.log_path, "address": self.address}
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    id: str
+    name: str
+    status: str
+    backend: str
+    spec: Mapping[str, Any]
+    job_dir: str
+    output_dir: str
+    logdir: str
+    created: float
+    started: float | None = None
+    ended: float | None = None
+    error: str | None = None
+    supervisor_pid: int | None = None
+    detached: bool = False
+    restarts: int = 0
+    source: str | None = None
+    replicas: tuple[ReplicaRecord, ...] = field(default=())
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def duration(self) -> float | None:
+        if self.started is None:
+            return None
+        return (self.ended or time.time()) - self.started
+
+
+def _row_to_job(row: sqlite3.Row, replicas: tuple[ReplicaRecord, ...]) -> JobRecord:
+    return JobRecord(
+        id=row["id"], name=row["name"], status=row["status"], backend=row["backend"],
+        spec=json.loads(row["spec"]), job_dir=row["job_dir"], output_dir=row["output_dir"],
+        logdir=row["logdir"], created=row["created"], started=row["started"],
+        ended=row["ended"], error=row["error"], supervisor_pid=row["supervisor_pid"],
+        detached=bool(row["detached"]), restarts=row["restarts"], source=row["source"],
+        replicas=replicas,
+    )
+
+
+def _row_to_replica(row: sqlite3.Row) -> ReplicaRecord:
+    return ReplicaRecord(
+        job_id=row["job_id"], type=row["type"], index=row["idx"], state=row["state"],
+        exit_code=row["exit_code"], pid=row["pid"], restarts=row["restarts"],
+        log_path=row["log_path"], address=row["address"],
+    )
+
+
+_JOB_COLUMNS = frozenset({"name", "status", "started", "ended", "error", "supervisor_pid",
+                          "detached", "restarts", "source"})
+_REPLICA_COLUMNS = frozenset({"state", "exit_code", "pid", "restarts", "log_path", "address"})
+
+
+class Store:
+    """Access to the job store at ``path`` (created on first use)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with self._connect() as db:
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:
+                    raise StoreError(
+                        f"The job store {self.path} was written by a newer cellship "
+                        f"(schema {version} > {SCHEMA_VERSION}); upgrade cellship, or set "
+                        "CELLSHIP_HOME to another directory.")
+                db.execute("PRAGMA journal_mode=WAL")
+                db.executescript(_SCHEMA)
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.DatabaseError as err:
+            raise StoreError(f"The job store {self.path} cannot be opened ({err}); move it "
+                             "away or set CELLSHIP_HOME to another directory.") from err
+
+    @classmethod
+    def default(cls) -> "Store":
+        from .paths import store_path
+        return cls(store_path())
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA foreign_keys=ON")
+        db.execute("PRAGMA busy_timeout=30000")
+        try:
+            yield db
+        finally:
+            db.close()
+
+    # -- jobs ---------------------------------------------------------------------------
+    def create_job(self, job: JobRecord) -> None:
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute(
+                "INSERT INTO jobs (id, name, status, backend, spec, job_dir, output_dir, logdir,"
+                " created, detached, source) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (job.id, job.name, job.status, job.backend, json.dumps(dict(job.spec)),
+                 job.job_dir, job.output_dir, job.logdir, job.created, int(job.detached),
+                 job.source))
+            for r in job.replicas:
+                db.execute(
+                    "INSERT INTO replicas (job_id, type, idx, state, log_path) VALUES (?,?,?,?,?)",
+                    (job.id, r.type, r.index, r.state, r.log_path))
+            db.execute("INSERT INTO events (job_id, ts, kind, message) VALUES (?,?,?,?)",
+                       (job.id, job.created, "created", f"job {job.name} created"))
+            db.execute("COMMIT")
+
+    def get_job(self, job_id: str) -> JobRecord:
+        with self._connect() as db:
+            row = db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+            if row is None:
+                raise JobNotFound(f"No job with id {job_id!r}; `cellship jobs` lists them.")
+            reps = db.execute("SELECT * FROM replicas WHERE job_id=? ORDER BY"
+                              " CASE type WHEN 'chief' THEN 0 WHEN 'worker' THEN 1 ELSE 2 END, idx",
+                              (job_id,)).fetchall()
+        return _row_to_job(row, tuple(_row_to_replica(r) for r in reps))
+
+    def find_job(self, ref: str) -> JobRecord:
+        """Resolve what a user typed: a full id, a unique id prefix, or a unique name."""
+        ref = ref.strip()
+        if not ref:
+            raise JobNotFound("Give a job id or name; `cellship jobs` lists them.")
+        with self._connect() as db:
+            exact = db.execute("SELECT id FROM jobs WHERE id=?", (ref,)).fetchone()
+            if exact:
+                return self.get_job(exact["id"])
+            named = db.execute("SELECT id FROM jobs WHERE name=? ORDER BY created", (ref,)).fetchall()
+            prefixed = db.execute("SELECT id FROM jobs WHERE id LIKE ? ORDER BY created",
+                                  (ref.replace("%", "").replace("_", "") + "%",)).fetchall()
+        if len(named) == 1:
+            return self.get_job(named[0]["id"])
+        if len(named) > 1:
+            ids = ", ".join(r["id"] for r in named)
+            raise JobNotFound(f"{len(named)} jobs are named {ref!r} ({ids}); use the id instead.")
+        if len(prefixed) == 1:
+            return self.get_job(prefixed[0]["id"])
+        if len(prefixed) > 1:
+            ids = ", ".join(r["id"] for r in prefixed)
+            raise JobNotFound(f"{ref!r} matches several job ids ({ids}); type more of the id.")
+        raise JobNotFound(f"No job has the id or name {ref!r}; `cellship jobs` lists them.")
+
+    def list_jobs(self, status: str | None = None, limit: int | None = None) -> list[JobRecord]:
+        query = "SELECT id FROM jobs"
+        args: list[Any] = []
+        if status:
+            query += " WHERE status=?"
+            args.append(status)
+        query += " ORDER BY created DESC"
+        if limit:
+            query += " LIMIT ?"
+            args.append(limit)
+        with self._connect() as db:
+            ids = [r["id"] for r in db.execute(query, args).fetchall()]
+        return [self.get_job(i) for i in ids]
+
+    def count_jobs(self) -> int:
+        with self._connect() as db:
+            return db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
+
+    def update_job(self, job_id: str, **fields: Any) -> None:
+        unknown = set(fields) - _JOB_COLUMNS
+        if unknown:
+            raise ValueError(f"not job columns: {sorted(unknown)}")
+        if not fields:
+            return
+        sets = ", ".join(f"{k}=?" for k in fields)
+        with self._connect() as db:
+            db.execute(f"UPDATE jobs SET {sets} WHERE id=?", (*fields.values(), job_id))
+
+    def transition(self, job_id: str, status: str, **fields: Any) -> bool:
+        """Move a job to ``status`` if its current status allows it; return whether it moved.
+
+        Atomic: of two processes racing to end a job, exactly one wins.
+        """
+        allowed = _ALLOWED_FROM[status]
+        unknown = set(fields) - _JOB_COLUMNS
+        if unknown:
+            raise ValueError(f"not job columns: {sorted(unknown)}")
+        sets = ", ".join(["status=?"] + [f"{k}=?" for k in fields])
+        marks = ",".join("?" for _ in allowed)
+        with self._connect() as db:
+            cur = db.execute(
+                f"UPDATE jobs SET {sets} WHERE id=? AND status IN ({marks})",
+                (status, *fields.values(), job_id, *allowed))
+            moved = cur.rowcount == 1
+            if moved:
+                note = f"status -> {status}" + (f": {fields['error']}" if fields.get("error") else "")
+                db.execute("INSERT INTO events (job_id, ts, kind, message) VALUES (?,?,?,?)",
+                           (job_id, time.time(), "status", note))
+        return moved
+
+    def delete_job(self, job_id: str) -> None:
+        with self._connect() as db:
+            db.execute("DELETE FROM jobs WHERE id=?", (job_id,))
+
+    # -- replicas -----------------------------------------------------------------------
+    def update_replica(self, job_id: str, type_: str, index: int, **fields: Any) -> None:
+        unknown = set(fields) - _REPLICA_COLUMNS
+        if unknown:
+            raise ValueError(f"not replica columns: {sorted(unknown)}")
+        sets = ", ".join(f"{k}=?" for k in fields)
+        with self._connect() as db:
+            db.execute(f"UPDATE replicas SET {sets} WHERE job_id=? AND type=? AND idx=?",
+                       (*fields.values(), job_id, type_, index))
+
+    # -- events -------------------------------------------------------------------------
+    def add_event(self, job_id: str, kind: str, message: str) -> None:
+        with self._connect() as db:
+            db.execute("INSERT INTO events (job_id, ts, kind, message) VALUES (?,?,?,?)",
+                       (job_id, time.time(), kind, message))
+
+    def events(self, job_id: str) -> list[tuple[float, str, str]]:
+        with self._connect() as db:
+            rows = db.execute("SELECT ts, kind, message FROM events WHERE job_id=? ORDER BY seq",
+                              (job_id,)).fetchall()
+        return [(r["ts"], r["kind"], r["message"]) for r in rows]
