@@ -13,12 +13,12 @@ from .errors import (BackendError, CellshipError, JobFailed, JobNotFound, Missin
 
 __version__ = "0.1.0"
 
-__all__ = ["submit", "submit_script", "jobs", "get_job", "Job", "job", "CellshipError",
+__all__ = ["submit", "submit_script", "jobs", "get_job", "last_job", "Job", "job", "CellshipError",
            "UsageError", "ProgramError", "JobNotFound", "JobFailed", "BackendError",
            "MissingDependency", "load_ipython_extension", "__version__"]
 
 _LAZY = {"submit": "api", "submit_script": "api", "jobs": "api", "get_job": "api",
-         "Job": "api", "job": None}
+         "last_job": "api", "Job": "api", "job": None}
 
 
 def __getattr__(name: str) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -92,12 +93,13 @@ class Job:
             raise JobFailed(self.failure_report(), self.id, self._record.status)
         return self._record
 
-    def logs(self, follow: bool = False) -> Iterator[LogLine]:
-        return self._backend.logs(self.record, follow=follow)
+    def logs(self, follow: bool = False, tf_noise: bool = False) -> Iterator[LogLine]:
+        """Every replica's log lines (TensorFlow's C++ chatter only with ``tf_noise``)."""
+        return self._backend.logs(self.record, follow=follow, tf_noise=tf_noise)
 
-    def follow(self, emit: Callable[[LogLine], None]) -> JobRecord:
+    def follow(self, emit: Callable[[LogLine], None], tf_noise: bool = False) -> JobRecord:
         """Send every log line to ``emit`` until the job ends; return the final record."""
-        for line in self._backend.logs(self.record, follow=True):
+        for line in self._backend.logs(self.record, follow=True, tf_noise=tf_noise):
             emit(line)
         return self.wait()
 
@@ -109,11 +111,11 @@ class Job:
         self._backend.delete(self._record)
 
     # -- reporting ----------------------------------------------------------------------
-    def failure_report(self) -> str:
-        """The error, plus the traceback of the replica that failed first, if any."""
+    def failure_report(self, traceback: bool = True) -> str:
+        """The error, plus (with ``traceback``) the traceback of the replica that failed."""
         record = self.record
         lines = [f"Job {record.name} ({record.id}) {record.status}: {record.error or 'no reason recorded'}"]
-        for replica in record.replicas:
+        for replica in record.replicas if traceback else ():
             if replica.exit_code not in (None, 0) and replica.state == "failed":
                 tb = traceback_tail(replica.log_path)
                 if tb:
@@ -157,6 +159,19 @@ class Job:
         return f"<cellship.Job {self._record.name} ({self._record.id}) {self._record.status}>"
 
 
+def jobs_table(jobs: Sequence[Job]) -> str:
+    if not jobs:
+        return "no jobs yet: run a cell with %%train, or `cellship train FILE.py`"
+    rows = [("ID", "NAME", "STATUS", "BACKEND", "REPLICAS", "CREATED", "DURATION")]
+    for job in jobs:
+        r = job.record
+        rows.append((r.id, r.name, r.status, r.backend, str(len(r.replicas)),
+                     time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created)),
+                     format_duration(r.duration)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+
+
 def _store(store: Store | None) -> Store:
     return store or Store.default()
 
@@ -188,11 +203,21 @@ def make_spec(*, workers: int = 1, ps: int = 0, gpus: int = 0, name: str | None 
         max_restarts=max_restarts, ship=tuple(ship))
 
 
+_last_job: Job | None = None
+
+
+def last_job() -> Job | None:
+    """The job most recently submitted from this process (e.g. by the last %%train cell)."""
+    return _last_job
+
+
 def submit_program(spec: JobSpec, program: Program, *, detached: bool = False,
                    source: str | None = None, store: Store | None = None) -> Job:
+    global _last_job
     backend = get_backend(spec.backend, _store(store))
     record = backend.submit(spec, program, detached=detached, source=source)
-    return Job(record, backend)
+    _last_job = Job(record, backend)
+    return _last_job
 
 
 def submit(code: str, *, history: Sequence[HistoryCell] | Sequence[str] = (),

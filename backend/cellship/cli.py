@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from typing import Sequence
 
 from . import api
@@ -46,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     logs = sub.add_parser("logs", help="print a job's logs")
     logs.add_argument("job", metavar="JOB", help="job id or unique name")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the job ends")
+    logs.add_argument("--tf-noise", action="store_true",
+                      help="also show TensorFlow's C++ INFO/WARNING lines")
 
     status = sub.add_parser("status", help="show one job")
     status.add_argument("job", metavar="JOB", help="job id or unique name")
@@ -96,7 +97,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 130
     print(job.summary(), file=sys.stderr)
     if record.status != "succeeded":
-        print(job.failure_report(), file=sys.stderr)
+        print(job.failure_report(traceback=False), file=sys.stderr)
         return 1
     return 0
 
@@ -112,27 +113,14 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([j.to_dict() for j in jobs], indent=2))
         return 0
-    print(jobs_table(jobs))
+    print(api.jobs_table(jobs))
     return 0
-
-
-def jobs_table(jobs: Sequence[api.Job]) -> str:
-    if not jobs:
-        return "no jobs yet: run a cell with %%train, or `cellship train FILE.py`"
-    rows = [("ID", "NAME", "STATUS", "BACKEND", "REPLICAS", "CREATED", "DURATION")]
-    for job in jobs:
-        r = job.record
-        rows.append((r.id, r.name, r.status, r.backend, str(len(r.replicas)),
-                     time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created)),
-                     api.format_duration(r.duration)))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
     job = api.get_job(args.job)
     try:
-        for line in job.logs(follow=args.follow):
+        for line in job.logs(follow=args.follow, tf_noise=args.tf_noise):
             _print_line(line)
     except KeyboardInterrupt:
         return 130

@@ -14,6 +14,16 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
+# TensorFlow's C++ (absl) log lines at INFO and WARNING level: "I0000 00:00:17.1 123 file.cc:12] ..."
+_TF_NOISE = re.compile(r"^(?:[IW]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ [\w./-]+:\d+\]"
+                       r"|WARNING: All log messages before absl::InitializeLog\(\) is called)")
+
+
+def is_tf_noise(text: str) -> bool:
+    """TensorFlow's C++ informational chatter, hidden from notebooks by default."""
+    return bool(_TF_NOISE.match(text))
+
+
 @dataclass(frozen=True)
 class LogLine:
     replica: str   # label: "worker 0", "chief", "ps 1"
@@ -77,10 +87,12 @@ class _Tail:
 
 
 def follow_files(files: Sequence[tuple[str, str]], is_done: Callable[[], bool],
-                 follow: bool = True, poll: float = 0.1) -> Iterator[LogLine]:
+                 follow: bool = True, poll: float = 0.1,
+                 tf_noise: bool = False) -> Iterator[LogLine]:
     """Yield lines of ``files`` ([(label, path)]) until ``is_done()`` (then drain once).
 
-    With ``follow=False``, yields what the files hold now and returns.
+    With ``follow=False``, yields what the files hold now and returns. TensorFlow's C++
+    INFO/WARNING lines are skipped unless ``tf_noise``.
     """
     tails = [_Tail(label, path) for label, path in files]
     while True:
@@ -89,7 +101,8 @@ def follow_files(files: Sequence[tuple[str, str]], is_done: Callable[[], bool],
         for tail in tails:
             for line in tail.read(final=done):
                 got = True
-                yield line
+                if tf_noise or not is_tf_noise(line.text):
+                    yield line
         if done:
             return
         if not got:

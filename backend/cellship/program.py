@@ -390,7 +390,10 @@ def _render(context: Sequence[Statement], cell: str, namespace: Mapping[str, Any
             if stmt.cell != current:
                 parts.append(f"# cell [{stmt.cell}]")
                 current = stmt.cell
-            parts.append(_render_statement(stmt, namespace))
+            text = _render_statement(stmt, namespace)
+            if stmt.kind == "definition" and parts[-1] and not parts[-1].startswith("# cell"):
+                text = "\n" + text  # a blank line before each def/class, as PEP 8 reads
+            parts.append(text)
         parts.append("")
     parts.append("# ---- the %%train cell ----")
     header = "\n".join(parts) + "\n"

@@ -112,8 +112,9 @@ class Backend(abc.ABC):
         """The job's current record, reconciled with reality (e.g. a vanished supervisor)."""
 
     @abc.abstractmethod
-    def logs(self, job: JobRecord, follow: bool = False) -> Iterator[LogLine]:
-        """Every replica's log lines; with ``follow``, keep going until the job ends."""
+    def logs(self, job: JobRecord, follow: bool = False, tf_noise: bool = False) -> Iterator[LogLine]:
+        """Every replica's log lines; with ``follow``, keep going until the job ends.
+        TensorFlow's C++ INFO/WARNING chatter is left out unless ``tf_noise``."""
 
     @abc.abstractmethod
     def cancel(self, job: JobRecord) -> JobRecord:

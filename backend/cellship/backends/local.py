@@ -97,9 +97,10 @@ class LocalBackend(Backend):
                 record = self.store.get_job(job.id)
         return record
 
-    def logs(self, job: JobRecord, follow: bool = False) -> Iterator[LogLine]:
+    def logs(self, job: JobRecord, follow: bool = False, tf_noise: bool = False) -> Iterator[LogLine]:
         files = [(r.label, r.log_path) for r in job.replicas]
-        return follow_files(files, lambda: self.refresh(job).done, follow=follow)
+        return follow_files(files, lambda: self.refresh(job).done, follow=follow,
+                            tf_noise=tf_noise)
 
     def cancel(self, job: JobRecord) -> JobRecord:
         record = self.refresh(job)

@@ -1,0 +1,152 @@
+"""``%%train``, ``%jobs`` and ``%job``: the notebook face of cellship's Python API."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable
+
+from IPython.core import magic_arguments
+from IPython.core.error import UsageError as IPythonUsageError
+from IPython.core.inputtransformer2 import TransformerManager
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+
+from cellship import api
+from cellship.errors import CellshipError, JobFailed, UsageError
+from cellship.logstream import LogLine
+from cellship.options import JOB_OPTIONS, option_names, spec_from_args
+from cellship.program import HistoryCell, build_program
+
+JOB_ACTIONS = ("status", "logs", "attach", "cancel")
+
+
+def _with_job_options(func: Callable) -> Callable:
+    """Apply the shared job options (cellship.options) as magic_arguments decorators."""
+    func = magic_arguments.argument("--tf-noise", action="store_true",
+                                    help="also show TensorFlow's C++ INFO/WARNING lines")(func)
+    for flags, kwargs in reversed(JOB_OPTIONS):
+        func = magic_arguments.argument(*flags, **kwargs)(func)
+    return magic_arguments.magic_arguments()(func)
+
+
+def _parse(magic: Callable, line: str, valid: list[str]) -> Any:
+    try:
+        return magic_arguments.parse_argstring(magic, line)
+    except IPythonUsageError as err:
+        raise IPythonUsageError(f"{err}\nvalid options: {', '.join(valid)}") from None
+
+
+def _print_line(line: LogLine) -> None:
+    sys.stdout.write(f"{line}\n")
+    sys.stdout.flush()
+
+
+@magics_class
+class CellshipMagics(Magics):
+    """Registered by ``%load_ext cellship``."""
+
+    def _history(self) -> list[HistoryCell]:
+        """Executed cells of this kernel session, in execution order (IPython's ``_ih``
+        holds them already transformed to Python)."""
+        inputs = self.shell.user_ns.get("_ih", [])
+        return [HistoryCell(number, source) for number, source in enumerate(inputs)
+                if number > 0 and source]
+
+    def _follow(self, job: api.Job, tf_noise: bool) -> None:
+        """Stream the job's logs into the cell; interrupting the kernel cancels the job
+        (like interrupting local code) unless it was submitted with --detach."""
+        try:
+            record = job.follow(_print_line, tf_noise=tf_noise)
+        except KeyboardInterrupt:
+            if job.record.detached:
+                print(f"\nStopped following job {job.name} ({job.id}); it keeps running "
+                      f"(`%job {job.id} attach` to follow it again).")
+                return
+            print(f"\nInterrupted: cancelling job {job.name} ({job.id})...", flush=True)
+            job.cancel()
+            print(job.summary(), flush=True)
+            raise JobFailed(f"Job {job.name} ({job.id}) was cancelled because the cell was "
+                            "interrupted; all of its processes are stopped.", job.id,
+                            "cancelled") from None
+        print(job.summary(), flush=True)
+        if record.status != "succeeded":
+            raise JobFailed(job.failure_report(traceback=False), job.id, record.status)
+
+    @_with_job_options
+    @cell_magic
+    def train(self, line: str, cell: str) -> None:
+        """Run this cell as a distributed TensorFlow job.
+
+        The cell runs on every worker, with the imports, functions, classes and constants
+        it needs from earlier cells. Logs of every replica stream here; interrupting the
+        kernel cancels the job (unless --detach). Examples::
+
+            %%train --workers 2
+            %%train --workers 2 --ps 1 --max-restarts 1 --name digits
+            %%train --ship X_train,y_train --dry-run
+        """
+        args = _parse(self.train, line, option_names() + ["--tf-noise"])
+        spec = spec_from_args(args)
+        source = TransformerManager().transform_cell(cell)
+        program = build_program(source, self._history(), self.shell.user_ns, spec.ship)
+        for note in program.notes:
+            print(f"cellship: note: {note}")
+        if args.dry_run:
+            print(api.dry_run_text(spec, program))
+            return
+        job = api.submit_program(spec, program, detached=args.detach, source="%%train cell")
+        topo = ", ".join(r.label for r in job.record.replicas)
+        print(f"cellship: job {job.name} ({job.id}) submitted to the {spec.backend} backend: "
+              f"{topo}", flush=True)
+        if args.detach:
+            print(f"cellship: detached; follow it with `%job {job.id} attach`, stop it with "
+                  f"`%job {job.id} cancel`.")
+            return
+        self._follow(job, args.tf_noise)
+
+    @line_magic
+    def jobs(self, line: str) -> None:
+        """List cellship jobs, newest first: ``%jobs [STATUS]``."""
+        status = line.strip() or None
+        try:
+            print(api.jobs_table(api.jobs(status=status, limit=50)))
+        except CellshipError:
+            raise
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+
+    @magic_arguments.magic_arguments()
+    @magic_arguments.argument("job", metavar="JOB", help="job id, id prefix or unique name")
+    @magic_arguments.argument("action", nargs="?", default="status",
+                              help=f"one of: {', '.join(JOB_ACTIONS)} (default status)")
+    @magic_arguments.argument("--tf-noise", action="store_true",
+                              help="with logs/attach: also show TensorFlow's C++ chatter")
+    @line_magic
+    def job(self, line: str) -> None:
+        """Look at or act on one job: ``%job ID [status|logs|attach|cancel]``.
+
+        ``attach`` replays the logs and follows the job until it ends (e.g. after a kernel
+        restart); interrupting it cancels the job unless it was submitted with --detach.
+        """
+        args = _parse(self.job, line, ["--tf-noise"])
+        if args.action not in JOB_ACTIONS:
+            raise IPythonUsageError(f"unknown action {args.action!r}; valid actions: "
+                                    f"{', '.join(JOB_ACTIONS)}")
+        job = api.get_job(args.job)
+        if args.action == "status":
+            print(job.summary())
+            for replica in job.record.replicas:
+                code = "" if replica.exit_code is None else f" (exit {replica.exit_code})"
+                print(f"  {replica.label:<10} {replica.state}{code}")
+            if job.record.error:
+                print(f"  error: {job.record.error}")
+        elif args.action == "logs":
+            for log_line in job.logs(follow=False, tf_noise=args.tf_noise):
+                _print_line(log_line)
+        elif args.action == "attach":
+            print(f"cellship: attached to job {job.name} ({job.id}), {job.status}", flush=True)
+            self._follow(job, args.tf_noise)
+        elif args.action == "cancel":
+            before = job.status
+            job.cancel()
+            print(f"job {job.name} ({job.id}) " + ("cancelled; all of its processes are stopped"
+                  if before not in ("succeeded", "failed", "cancelled") else f"had already {before}"))
