@@ -74,14 +74,17 @@ class Program:
 
 def build_program(cell: str, history: Sequence[HistoryCell] = (),
                   namespace: Mapping[str, Any] | None = None,
-                  ship: Iterable[str] = ()) -> Program:
+                  ship: Iterable[str] = (), line_offset: int = 0) -> Program:
     """Build the program for ``cell`` given the kernel's ``history`` and ``namespace``.
+
+    ``line_offset`` is added to line numbers in messages (1 for a cell magic's body, so
+    users read the line numbers of the cell as the notebook shows it).
 
     Raises ProgramError (before anything starts) for a syntax error in the cell, IPython
     syntax that cannot run outside the kernel, or names that cannot be shipped.
     """
     ship = tuple(ship)
-    cell_source, notes = _strip_ipython(cell)
+    cell_source, notes = _strip_ipython(cell, line_offset)
     cell_globals = _free_globals(cell_source, "the cell")
 
     statements = [s for h in history for s in classify_cell(h)]
@@ -132,11 +135,11 @@ def build_program(cell: str, history: Sequence[HistoryCell] = (),
 
 # -- the cell ------------------------------------------------------------------------------
 
-def _parse(source: str, what: str) -> ast.Module:
+def _parse(source: str, what: str, line_offset: int = 0) -> ast.Module:
     try:
         return ast.parse(source)
     except SyntaxError as err:
-        where = f"line {err.lineno} of {what}" if err.lineno else what
+        where = f"line {err.lineno + line_offset} of {what}" if err.lineno else what
         text = (err.text or "").rstrip("\n")
         pointer = ""
         if text and err.offset:
@@ -174,16 +177,16 @@ def _uses_get_ipython(node: ast.AST) -> int | None:
     return None
 
 
-def _strip_ipython(cell: str) -> tuple[str, list[str]]:
+def _strip_ipython(cell: str, line_offset: int = 0) -> tuple[str, list[str]]:
     """Replace top-level IPython statements of the cell by ``pass``, keeping line numbers."""
-    tree = _parse(cell, "the cell")
+    tree = _parse(cell, "the cell", line_offset)
     lines = cell.splitlines()
     notes: list[str] = []
     for node in tree.body:
         call = _ipython_call(node)
         if call is not None:
             shown = _describe_ipython(call)
-            notes.append(f"line {node.lineno}: `{shown}` runs in the kernel only; "
+            notes.append(f"line {node.lineno + line_offset}: `{shown}` runs in the kernel only; "
                          "it was left out of the job (install packages in the environment "
                          "the job uses instead of with !pip).")
             for i in range(node.lineno - 1, (node.end_lineno or node.lineno)):
@@ -192,7 +195,7 @@ def _strip_ipython(cell: str) -> tuple[str, list[str]]:
         line = _uses_get_ipython(node)
         if line is not None:
             raise ProgramError(
-                f"Line {line} of the cell uses IPython syntax (like `x = !cmd` or `%time`) "
+                f"Line {line + line_offset} of the cell uses IPython syntax (like `x = !cmd` or `%time`) "
                 "inside an expression; it cannot run outside the kernel. Move it to a cell "
                 "of its own or use plain Python (subprocess, time).")
     return "\n".join(lines) + ("\n" if cell.endswith("\n") or lines else ""), notes

@@ -29,10 +29,12 @@ def _with_job_options(func: Callable) -> Callable:
 
 
 def _parse(magic: Callable, line: str, valid: list[str]) -> Any:
+    """Parse a magic's line; a bad option becomes cellship's UsageError, which (unlike
+    IPython's, which only prints) fails the cell, so "Run all" and papermill stop there."""
     try:
         return magic_arguments.parse_argstring(magic, line)
     except IPythonUsageError as err:
-        raise IPythonUsageError(f"{err}\nvalid options: {', '.join(valid)}") from None
+        raise UsageError(f"{err}\nvalid options: {', '.join(valid)}") from None
 
 
 def _print_line(line: LogLine) -> None:
@@ -87,7 +89,8 @@ class CellshipMagics(Magics):
         args = _parse(self.train, line, option_names() + ["--tf-noise"])
         spec = spec_from_args(args)
         source = TransformerManager().transform_cell(cell)
-        program = build_program(source, self._history(), self.shell.user_ns, spec.ship)
+        program = build_program(source, self._history(), self.shell.user_ns, spec.ship,
+                                line_offset=1)  # line 1 of the cell is the %%train line
         for note in program.notes:
             print(f"cellship: note: {note}")
         if args.dry_run:
@@ -129,7 +132,7 @@ class CellshipMagics(Magics):
         """
         args = _parse(self.job, line, ["--tf-noise"])
         if args.action not in JOB_ACTIONS:
-            raise IPythonUsageError(f"unknown action {args.action!r}; valid actions: "
+            raise UsageError(f"unknown action {args.action!r}; valid actions: "
                                     f"{', '.join(JOB_ACTIONS)}")
         job = api.get_job(args.job)
         if args.action == "status":
