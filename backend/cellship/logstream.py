@@ -16,7 +16,9 @@ from typing import Callable, Iterator, Sequence
 
 # TensorFlow's C++ (absl) log lines at INFO and WARNING level: "I0000 00:00:17.1 123 file.cc:12] ..."
 _TF_NOISE = re.compile(r"^(?:[IW]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ [\w./-]+:\d+\]"
-                       r"|WARNING: All log messages before absl::InitializeLog\(\) is called)")
+                       r"|WARNING: All log messages before absl::InitializeLog\(\) is called"
+                       # second line of TF's CPU-features notice
+                       r"|To enable the following instructions: .* rebuild TensorFlow with)")
 
 
 def is_tf_noise(text: str) -> bool:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import re
 import symtable
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
@@ -34,6 +35,12 @@ _CONSTANT_NODES = (ast.Constant, ast.Tuple, ast.List, ast.Set, ast.Dict, ast.Una
                    ast.BinOp, ast.BoolOp, ast.Compare, ast.Name, ast.Attribute, ast.Load,
                    ast.operator, ast.unaryop, ast.boolop, ast.cmpop, ast.Starred,
                    ast.JoinedStr, ast.FormattedValue)
+
+
+def _split_lines(source: str) -> list[str]:
+    """Lines as Python's tokenizer sees them: str.splitlines() also breaks on U+2028,
+    form feeds and other characters that may sit inside string literals."""
+    return re.split(r"\r\n|\r|\n", source)
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,7 @@ class Statement:
     defines: frozenset[str]
     uses: frozenset[str]
     star_import: bool = False
+    future: bool = False
 
     @property
     def where(self) -> str:
@@ -85,7 +93,8 @@ def build_program(cell: str, history: Sequence[HistoryCell] = (),
     """
     ship = tuple(ship)
     cell_source, notes = _strip_ipython(cell, line_offset)
-    cell_globals = _free_globals(cell_source, "the cell")
+    cell_future, cell_source = _take_future(cell_source, cell=-1)
+    cell_globals = _free_globals(cell_source, "the cell") | _read_before_bound(cell_source)
 
     statements = [s for h in history for s in classify_cell(h)]
     last_definition: dict[str, Statement] = {}
@@ -113,21 +122,23 @@ def build_program(cell: str, history: Sequence[HistoryCell] = (),
             if namespace is not None and name in namespace and not name.startswith("_"):
                 unshippable[name] = None
             continue
-        if stmt.kind == "runtime":
+        if stmt.kind == "runtime" or (_self_referential(stmt)
+                                      and _render_statement(stmt, namespace) == stmt.source):
             unshippable[name] = stmt
             continue
         if id(stmt) not in included:
             included[id(stmt)] = stmt
             queue.extend(sorted(stmt.uses - stmt.defines))
     # Star imports may provide any name: keep them all, they are cheap and order-safe.
+    # __future__ imports changed how every later cell compiled: keep them too.
     for stmt in statements:
-        if stmt.star_import:
+        if stmt.star_import or stmt.future:
             included[id(stmt)] = stmt
 
     if unshippable:
         raise ProgramError(_unshippable_message(unshippable))
 
-    context = tuple(s for s in statements if id(s) in included)
+    context = tuple(s for s in statements if id(s) in included) + tuple(cell_future)
     source, first_line = _render(context, cell_source, namespace, bool(shipped))
     return Program(source=source, cell_first_line=first_line, context=context,
                    shipped=shipped, notes=tuple(notes))
@@ -180,7 +191,7 @@ def _uses_get_ipython(node: ast.AST) -> int | None:
 def _strip_ipython(cell: str, line_offset: int = 0) -> tuple[str, list[str]]:
     """Replace top-level IPython statements of the cell by ``pass``, keeping line numbers."""
     tree = _parse(cell, "the cell", line_offset)
-    lines = cell.splitlines()
+    lines = _split_lines(cell)
     notes: list[str] = []
     for node in tree.body:
         call = _ipython_call(node)
@@ -198,7 +209,8 @@ def _strip_ipython(cell: str, line_offset: int = 0) -> tuple[str, list[str]]:
                 f"Line {line + line_offset} of the cell uses IPython syntax (like `x = !cmd` or `%time`) "
                 "inside an expression; it cannot run outside the kernel. Move it to a cell "
                 "of its own or use plain Python (subprocess, time).")
-    return "\n".join(lines) + ("\n" if cell.endswith("\n") or lines else ""), notes
+    text = "\n".join(lines)
+    return (text if text.endswith("\n") else text + "\n"), notes
 
 
 # -- scoping --------------------------------------------------------------------------------
@@ -223,6 +235,126 @@ def _free_globals(source: str, what: str) -> set[str]:
     for child in table.get_children():
         visit(child)
     return used - bound
+
+
+class _ReadBeforeBound(ast.NodeVisitor):
+    """Module-level names read before the code itself binds them, in evaluation order
+    (``x = x / 255.0`` reads ``x`` from an earlier cell). Function and class bodies run
+    later or in their own scope and are not entered; comprehension variables are local."""
+
+    def __init__(self) -> None:
+        self.bound: set[str] = set()
+        self.early: set[str] = set()
+        self.local: list[set[str]] = []
+
+    def _read(self, name: str) -> None:
+        if name not in self.bound and not any(name in scope for scope in self.local):
+            self.early.add(name)
+
+    def visit_Name(self, node: ast.Name) -> None:
+        if isinstance(node.ctx, ast.Load):
+            self._read(node.id)
+        else:
+            self.bound.add(node.id)
+
+    def visit_Assign(self, node: ast.Assign) -> None:
+        self.visit(node.value)
+        for target in node.targets:
+            self.visit(target)
+
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
+        if node.value is not None:
+            self.visit(node.value)
+        self.visit(node.target)
+
+    def visit_AugAssign(self, node: ast.AugAssign) -> None:
+        if isinstance(node.target, ast.Name):
+            self._read(node.target.id)
+            self.visit(node.value)
+            self.bound.add(node.target.id)
+        else:
+            self.visit(node.value)
+            self.visit(node.target)
+
+    def visit_NamedExpr(self, node: ast.NamedExpr) -> None:
+        self.visit(node.value)
+        self.visit(node.target)
+
+    def visit_For(self, node: ast.For | ast.AsyncFor) -> None:
+        self.visit(node.iter)
+        self.visit(node.target)
+        for stmt in node.body + node.orelse:
+            self.visit(stmt)
+
+    visit_AsyncFor = visit_For
+
+    def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+        for expr in node.decorator_list + node.args.defaults + [d for d in node.args.kw_defaults if d]:
+            self.visit(expr)
+        self.bound.add(node.name)
+
+    visit_AsyncFunctionDef = visit_FunctionDef
+
+    def visit_Lambda(self, node: ast.Lambda) -> None:
+        for expr in node.args.defaults + [d for d in node.args.kw_defaults if d]:
+            self.visit(expr)
+
+    def visit_ClassDef(self, node: ast.ClassDef) -> None:
+        for expr in node.decorator_list + node.bases + [k.value for k in node.keywords]:
+            self.visit(expr)
+        self.bound.add(node.name)
+
+    def visit_Import(self, node: ast.Import | ast.ImportFrom) -> None:
+        for alias in node.names:
+            if alias.name != "*":
+                self.bound.add(alias.asname or alias.name.split(".")[0])
+
+    visit_ImportFrom = visit_Import
+
+    def visit_ExceptHandler(self, node: ast.ExceptHandler) -> None:
+        if node.type is not None:
+            self.visit(node.type)
+        if node.name:
+            self.bound.add(node.name)
+        for stmt in node.body:
+            self.visit(stmt)
+
+    def _comprehension(self, node: ast.AST, *results: ast.AST) -> None:
+        generators: list[ast.comprehension] = node.generators  # type: ignore[attr-defined]
+        scope = {n.id for g in generators for n in ast.walk(g.target) if isinstance(n, ast.Name)}
+        self.visit(generators[0].iter)  # evaluated in the enclosing scope
+        self.local.append(scope)
+        for i, gen in enumerate(generators):
+            if i:
+                self.visit(gen.iter)
+            for cond in gen.ifs:
+                self.visit(cond)
+        for result in results:
+            self.visit(result)
+        self.local.pop()
+
+    def visit_ListComp(self, node: ast.ListComp) -> None:
+        self._comprehension(node, node.elt)
+
+    visit_SetComp = visit_ListComp
+    visit_GeneratorExp = visit_ListComp
+
+    def visit_DictComp(self, node: ast.DictComp) -> None:
+        self._comprehension(node, node.key, node.value)
+
+
+def _read_before_bound(source: str) -> set[str]:
+    """Names the code binds at module level but reads before binding them."""
+    visitor = _ReadBeforeBound()
+    for stmt in ast.parse(source).body:
+        visitor.visit(stmt)
+    return visitor.early & _bound_names(source)
+
+
+def _self_referential(stmt: Statement) -> bool:
+    """A constant defined from its own earlier value (``N = N * 2``): its source alone
+    cannot recreate it."""
+    return stmt.kind == "constant" and bool(stmt.uses & stmt.defines)
 
 
 def _bound_names(source: str) -> set[str]:
@@ -287,7 +419,7 @@ def classify_cell(cell: HistoryCell) -> list[Statement]:
         tree = ast.parse(cell.source)
     except SyntaxError:
         return []
-    lines = cell.source.splitlines()
+    lines = _split_lines(cell.source)
     out: list[Statement] = []
     for node in tree.body:
         kind = _kind(node)
@@ -302,11 +434,10 @@ def classify_cell(cell: HistoryCell) -> list[Statement]:
             # A statement that parses only in its cell's context (e.g. `return` misuse):
             # it cannot be shipped as code; its names count as run-time values.
             defines, uses, kind = frozenset(), frozenset(), "runtime"
-        star = isinstance(node, ast.ImportFrom) and any(a.name == "*" for a in node.names)
-        if star and node.module == "__future__":
-            star = False
+        future = isinstance(node, ast.ImportFrom) and node.module == "__future__"
+        star = not future and isinstance(node, ast.ImportFrom) and any(a.name == "*" for a in node.names)
         out.append(Statement(cell=cell.number, line=start, kind=kind, source=text,
-                             defines=defines, uses=uses, star_import=star))
+                             defines=defines, uses=uses, star_import=star, future=future))
     return out
 
 
@@ -379,11 +510,11 @@ def _render_statement(stmt: Statement, namespace: Mapping[str, Any] | None) -> s
 
 def _render(context: Sequence[Statement], cell: str, namespace: Mapping[str, Any] | None,
             has_shipped: bool) -> tuple[str, int]:
-    future = [s for s in context if s.kind == "import" and s.source.lstrip().startswith("from __future__")]
-    rest = [s for s in context if s not in future]
+    future = [s for s in context if s.future]
+    rest = [s for s in context if not s.future]
     parts = ["# Generated by cellship: the %%train cell plus what it needs from earlier cells.",
              "# Edit the notebook, not this file."]
-    parts += [s.source for s in future]
+    parts += list(dict.fromkeys(s.source.strip() for s in future))
     parts += ["import cellship._bootstrap as _cellship_bootstrap",
               f"_cellship_bootstrap.start(globals(), shipped={has_shipped!r})", ""]
     if rest:
@@ -404,6 +535,23 @@ def _render(context: Sequence[Statement], cell: str, namespace: Mapping[str, Any
     return header + cell.rstrip("\n") + "\n", first_line
 
 
+def _take_future(source: str, cell: int = 0) -> tuple[list[Statement], str]:
+    """Split off ``from __future__`` imports: they must come first in a module, so they
+    are rendered above the bootstrap lines; their own lines are blanked, keeping line
+    numbers."""
+    tree = ast.parse(source)
+    lines = _split_lines(source)
+    future: list[Statement] = []
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.module == "__future__":
+            text = "\n".join(lines[node.lineno - 1:node.end_lineno])
+            future.append(Statement(cell=cell, line=node.lineno, kind="import", source=text,
+                                    defines=frozenset(), uses=frozenset(), future=True))
+            for i in range(node.lineno - 1, node.end_lineno or node.lineno):
+                lines[i] = ""
+    return future, "\n".join(lines)
+
+
 def program_from_script(source: str, filename: str) -> Program:
     """A program for ``cellship train FILE.py``: the script as it is, with the bootstrap."""
     try:
@@ -411,5 +559,6 @@ def program_from_script(source: str, filename: str) -> Program:
     except SyntaxError as err:
         raise ProgramError(f"Syntax error in {filename}, line {err.lineno}: {err.msg}. "
                            "Nothing was started.") from None
-    text, first = _render((), source, None, False)
-    return Program(source=text, cell_first_line=first, context=())
+    future, body = _take_future(source)
+    text, first = _render(future, body, None, False)
+    return Program(source=text, cell_first_line=first, context=tuple(future))

@@ -231,8 +231,9 @@ class Store:
             if exact:
                 return self.get_job(exact["id"])
             named = db.execute("SELECT id FROM jobs WHERE name=? ORDER BY created", (ref,)).fetchall()
-            prefixed = db.execute("SELECT id FROM jobs WHERE id LIKE ? ORDER BY created",
-                                  (ref.replace("%", "").replace("_", "") + "%",)).fetchall()
+            escaped = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            prefixed = db.execute("SELECT id FROM jobs WHERE id LIKE ? ESCAPE '\\' ORDER BY created",
+                                  (escaped + "%",)).fetchall()
         if len(named) == 1:
             return self.get_job(named[0]["id"])
         if len(named) > 1:
@@ -278,6 +279,8 @@ class Store:
 
         Atomic: of two processes racing to end a job, exactly one wins.
         """
+        if status not in _ALLOWED_FROM:
+            raise ValueError(f"unknown job status {status!r}; one of {JOB_STATUSES}")
         allowed = _ALLOWED_FROM[status]
         unknown = set(fields) - _JOB_COLUMNS
         if unknown:
@@ -304,6 +307,8 @@ class Store:
         unknown = set(fields) - _REPLICA_COLUMNS
         if unknown:
             raise ValueError(f"not replica columns: {sorted(unknown)}")
+        if not fields:
+            return
         sets = ", ".join(f"{k}=?" for k in fields)
         with self._connect() as db:
             db.execute(f"UPDATE replicas SET {sets} WHERE job_id=? AND type=? AND idx=?",

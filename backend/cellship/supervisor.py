@@ -60,7 +60,7 @@ def visible_gpus() -> list[str]:
     """GPU ids this machine offers (respecting an inherited CUDA_VISIBLE_DEVICES)."""
     inherited = os.environ.get("CUDA_VISIBLE_DEVICES")
     if inherited is not None:
-        return [g for g in inherited.split(",") if g.strip() and g.strip() != "-1"]
+        return [g.strip() for g in inherited.split(",") if g.strip() and g.strip() != "-1"]
     try:
         out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
                              capture_output=True, text=True, timeout=10, check=True).stdout

@@ -181,9 +181,6 @@ def test_names_bound_in_the_cell_are_not_needed():
     assert program.context == ()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a name the cell reads before rebinding it "
-                   "(`N = N * 2`, `x = x / 255.0`) is treated as bound by the cell, so its "
-                   "earlier definition is not shipped and the job dies with NameError")
 def test_name_read_before_rebinding_in_the_cell_is_shipped(run_program):
     history = cells("N = 10\n")
     program = build_program("N = N * 2\nresult = N\n", history, {"N": 10})
@@ -348,9 +345,6 @@ def test_future_import_goes_before_the_bootstrap():
     compile(program.source, "program.py", "exec")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: `from __future__ import annotations` in an earlier "
-                   "cell is only shipped when a name `annotations` is used, so a shipped function "
-                   "whose annotations name something undefined raises NameError in the job")
 def test_future_import_in_history_is_shipped_for_the_definitions_it_affects(run_program):
     history = cells("from __future__ import annotations\n",
                     "def f(x: NotYetDefined) -> int:\n    return 1\n")
@@ -359,8 +353,6 @@ def test_future_import_in_history_is_shipped_for_the_definitions_it_affects(run_
     assert run_program(program)["result"] == 1
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a `from __future__` import at the top of the cell "
-                   "is placed after the bootstrap lines: the program does not compile")
 def test_future_import_in_the_cell_compiles():
     program = build_program("from __future__ import annotations\nx: int = 1\n", (), None)
     compile(program.source, "program.py", "exec")
@@ -402,17 +394,11 @@ def test_program_from_script_syntax_error_names_file_and_line():
         program_from_script("x = 1\ndef (:\n", "train.py")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: program_from_script puts a script's leading "
-                   "`from __future__ import annotations` after the bootstrap lines: "
-                   "`cellship train` of such a script fails with SyntaxError in every replica")
 def test_program_from_script_with_future_import_compiles():
     program = program_from_script("from __future__ import annotations\nprint(1)\n", "s.py")
     compile(program.source, "s.py", "exec")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the cell is split with str.splitlines(), which also "
-                   "splits on U+2028/U+0085/form feed inside string literals; a valid cell is "
-                   "refused with a bogus syntax error")
 def test_unicode_line_separator_inside_a_string_is_kept():
     program = build_program('s = "a\u2028b"\n', (), None)
     compile(program.source, "program.py", "exec")

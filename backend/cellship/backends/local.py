@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import BackendError, MissingDependency
+from ..errors import BackendError, MissingDependency, UsageError
 from ..logstream import LogLine, follow_files
 from ..spec import JobSpec
 from ..store import JobRecord
@@ -56,6 +56,17 @@ class LocalBackend(Backend):
     name = "local"
 
     def check_ready(self, spec: JobSpec) -> None:
+        if spec.gpus:
+            from ..supervisor import visible_gpus
+
+            computing = len([r for r in spec.replicas() if r.type != "ps"])
+            have = len(visible_gpus())
+            if spec.gpus * computing > have:
+                raise UsageError(
+                    f"--gpus {spec.gpus} asks for {spec.gpus * computing} GPU(s) in all "
+                    f"({computing} replicas x {spec.gpus}) but this machine has {have}. "
+                    "Drop --gpus to train on the CPU, or use a cluster with GPUs "
+                    "(--backend kubernetes).")
         if importlib.util.find_spec("tensorflow") is None:
             raise MissingDependency(f"TensorFlow is not installed in this environment "
                                     f"({sys.executable}): {TENSORFLOW_HINT}.")

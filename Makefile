@@ -1,0 +1,40 @@
+# cellship: the two commands of the README.
+#   make demo   set up, then run the example notebook end to end on the embedded local backend
+#   make test   set up, then run the whole test suite
+# Everything installs into .venv from the package registries; nothing is assumed on the machine
+# but python3 (>= 3.10, with venv) and make.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+# tensorflow-cpu avoids the CUDA wheels of `tensorflow`; tf-keras must match its version and is
+# installed with --no-deps (it depends on the full `tensorflow`). See shared notes/tensorflow.md.
+TF_VERSION ?= 2.21.0
+STAMP := $(VENV)/.cellship-installed
+
+.PHONY: setup demo test test-unit clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q "tensorflow-cpu==$(TF_VERSION)" -e ".[tensorflow,test]"
+	$(PIP) install -q --no-deps "tf-keras==$(TF_VERSION)"
+	$(PY) -c "import cellship, cellship_magics, tf_keras, papermill; print('cellship', cellship.__version__, 'installed in $(VENV)')"
+	touch $@
+
+demo: setup
+	mkdir -p build/demo
+	$(PY) -m papermill notebooks/01-distributed-training.ipynb build/demo/01-distributed-training.ipynb \
+		--cwd build/demo --log-output --no-progress-bar
+	@echo "executed notebook: build/demo/01-distributed-training.ipynb"
+
+test: setup
+	$(PY) -m pytest -ra
+
+test-unit: setup
+	$(PY) -m pytest -ra tests/unit
+
+clean:
+	rm -rf build $(VENV)

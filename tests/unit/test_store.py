@@ -1,0 +1,278 @@
+"""cellship.store (the SQLite job store) and cellship.paths (where it lives)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from cellship import paths
+from cellship.errors import JobNotFound, StoreError
+from cellship.store import JobRecord, ReplicaRecord, Store
+
+
+def replica(job_id: str, type_: str, index: int) -> ReplicaRecord:
+    return ReplicaRecord(job_id=job_id, type=type_, index=index, state="pending", exit_code=None,
+                         pid=None, restarts=0, log_path=f"/logs/{type_}-{index}.log", address=None)
+
+
+def record(job_id: str, name: str = "job", created: float = 1000.0, status: str = "pending",
+           replicas: tuple[ReplicaRecord, ...] = ()) -> JobRecord:
+    return JobRecord(id=job_id, name=name, status=status, backend="local",
+                     spec={"workers": 1, "strategy": "single"}, job_dir=f"/jobs/{job_id}",
+                     output_dir=f"/jobs/{job_id}/output", logdir=f"/jobs/{job_id}/tb",
+                     created=created, replicas=replicas, source="train.py")
+
+
+# -- create / get / find -----------------------------------------------------------------
+
+def test_create_and_get_round_trip(store):
+    reps = (replica("abcd1234", "ps", 0), replica("abcd1234", "worker", 1),
+            replica("abcd1234", "worker", 0), replica("abcd1234", "chief", 0))
+    store.create_job(record("abcd1234", "exp", replicas=reps))
+    job = store.get_job("abcd1234")
+    assert (job.id, job.name, job.status, job.backend) == ("abcd1234", "exp", "pending", "local")
+    assert job.spec == {"workers": 1, "strategy": "single"}
+    assert job.source == "train.py" and not job.done and job.duration is None
+    # replicas come back chief, workers, ps whatever the insertion order
+    assert [r.label for r in job.replicas] == ["chief", "worker 0", "worker 1", "ps 0"]
+    assert job.replicas[1].log_path == "/logs/worker-0.log"
+
+
+def test_get_unknown_id(store):
+    with pytest.raises(JobNotFound, match="'nope'"):
+        store.get_job("nope")
+
+
+def test_find_by_id_prefix_and_name(store):
+    store.create_job(record("abcd1234", "first", created=1))
+    store.create_job(record("ef567890", "second", created=2))
+    assert store.find_job("abcd1234").name == "first"
+    assert store.find_job("ab").id == "abcd1234"
+    assert store.find_job("second").id == "ef567890"
+    assert store.find_job("  second \n").id == "ef567890"
+
+
+def test_name_wins_over_id_prefix(store):
+    store.create_job(record("abcd1234", "first", created=1))
+    store.create_job(record("ef567890", "abc", created=2))
+    assert store.find_job("abc").id == "ef567890"
+
+
+def test_ambiguous_name_lists_ids(store):
+    store.create_job(record("11111111", "exp", created=1))
+    store.create_job(record("22222222", "exp", created=2))
+    with pytest.raises(JobNotFound) as info:
+        store.find_job("exp")
+    message = str(info.value)
+    assert "2 jobs are named 'exp'" in message
+    assert "11111111" in message and "22222222" in message
+
+
+def test_ambiguous_prefix_lists_ids(store):
+    store.create_job(record("abc11111", "one", created=1))
+    store.create_job(record("abc22222", "two", created=2))
+    store.create_job(record("fff33333", "three", created=3))
+    with pytest.raises(JobNotFound) as info:
+        store.find_job("abc")
+    message = str(info.value)
+    assert "matches several job ids" in message
+    assert "abc11111" in message and "abc22222" in message and "fff33333" not in message
+
+
+@pytest.mark.parametrize("ref", ["zzz", "abcd12345", "", "   "])
+def test_unknown_ref(store, ref):
+    store.create_job(record("abcd1234", "first"))
+    with pytest.raises(JobNotFound) as info:
+        store.find_job(ref)
+    if ref.strip():
+        assert repr(ref) in str(info.value)
+
+
+@pytest.mark.parametrize("ref", ["%", "_"])
+def test_wildcard_characters_are_not_prefixes(store, ref):
+    store.create_job(record("abcd1234", "first"))
+    with pytest.raises(JobNotFound):
+        store.find_job(ref)
+
+
+# -- status transitions ---------------------------------------------------------------------
+
+def test_transition_happy_path_records_fields_and_events(store):
+    store.create_job(record("j1", "exp"))
+    assert store.transition("j1", "running", started=10.0)
+    assert store.transition("j1", "succeeded", ended=25.0)
+    job = store.get_job("j1")
+    assert job.status == "succeeded" and job.done
+    assert (job.started, job.ended, job.duration) == (10.0, 25.0, 15.0)
+    kinds = [(kind, message) for _, kind, message in store.events("j1")]
+    assert kinds == [("created", "job exp created"), ("status", "status -> running"),
+                     ("status", "status -> succeeded")]
+
+
+def test_failed_transition_records_the_error_in_the_event(store):
+    store.create_job(record("j1"))
+    assert store.transition("j1", "failed", error="worker 0 exited with code 1")
+    assert store.get_job("j1").error == "worker 0 exited with code 1"
+    assert store.events("j1")[-1][2] == "status -> failed: worker 0 exited with code 1"
+
+
+@pytest.mark.parametrize("path, target", [
+    ([], "succeeded"),                      # pending cannot succeed without running
+    ([], "pending"),
+    (["running"], "running"),
+    (["running"], "pending"),
+    (["running", "succeeded"], "failed"),
+    (["running", "succeeded"], "cancelled"),
+    (["running", "succeeded"], "running"),
+    (["failed"], "cancelled"),
+    (["failed"], "succeeded"),
+    (["cancelled"], "failed"),
+    (["running", "cancelled"], "succeeded"),
+])
+def test_transition_not_allowed(store, path, target):
+    store.create_job(record("j1"))
+    for status in path:
+        assert store.transition("j1", status)
+    events_before = store.events("j1")
+    before = store.get_job("j1").status
+    assert store.transition("j1", target, error="late", ended=99.0) is False
+    job = store.get_job("j1")
+    assert job.status == before
+    assert job.error is None and job.ended is None
+    assert store.events("j1") == events_before
+
+
+@pytest.mark.parametrize("path", [["cancelled"], ["failed"], ["running", "cancelled"],
+                                  ["running", "failed"]])
+def test_allowed_endings(store, path):
+    store.create_job(record("j1"))
+    for status in path:
+        assert store.transition("j1", status)
+    assert store.get_job("j1").status == path[-1]
+
+
+def test_transition_unknown_column(store):
+    store.create_job(record("j1"))
+    with pytest.raises(ValueError, match="not job columns"):
+        store.transition("j1", "running", bogus=1)
+    assert store.get_job("j1").status == "pending"
+
+
+def test_transition_of_unknown_job_is_false(store):
+    assert store.transition("nope", "running") is False
+
+
+def test_add_event(store):
+    store.create_job(record("j1"))
+    store.add_event("j1", "restart", "attempt 2")
+    assert store.events("j1")[-1][1:] == ("restart", "attempt 2")
+
+
+# -- updates, listing, deletion -------------------------------------------------------------
+
+def test_store_uses_wal_journal(store):
+    with sqlite3.connect(store.path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_update_job_and_replica(store):
+    store.create_job(record("j1", replicas=(replica("j1", "worker", 0), replica("j1", "worker", 1))))
+    store.update_job("j1", supervisor_pid=4242, restarts=1)
+    store.update_replica("j1", "worker", 1, state="failed", exit_code=3, pid=77, address="h:1")
+    job = store.get_job("j1")
+    assert (job.supervisor_pid, job.restarts) == (4242, 1)
+    w0, w1 = job.replicas
+    assert (w0.state, w0.exit_code, w0.pid) == ("pending", None, None)
+    assert (w1.state, w1.exit_code, w1.pid, w1.address) == ("failed", 3, 77, "h:1")
+    assert w1.to_dict()["exit_code"] == 3
+    with pytest.raises(ValueError, match="not replica columns"):
+        store.update_replica("j1", "worker", 0, type="ps")
+    with pytest.raises(ValueError, match="not job columns"):
+        store.update_job("j1", id="other")
+
+
+def test_list_jobs_newest_first_with_status_filter_and_limit(store):
+    store.create_job(record("old", created=1))
+    store.create_job(record("new", created=3))
+    store.create_job(record("mid", created=2))
+    store.transition("mid", "running")
+    assert [j.id for j in store.list_jobs()] == ["new", "mid", "old"]
+    assert [j.id for j in store.list_jobs(status="running")] == ["mid"]
+    assert [j.id for j in store.list_jobs(status="pending")] == ["new", "old"]
+    assert [j.id for j in store.list_jobs(limit=2)] == ["new", "mid"]
+    assert store.list_jobs(status="succeeded") == []
+    assert store.count_jobs() == 3
+
+
+def test_delete_job_cascades(store):
+    store.create_job(record("j1", replicas=(replica("j1", "worker", 0),)))
+    store.create_job(record("j2", replicas=(replica("j2", "worker", 0),)))
+    store.delete_job("j1")
+    with pytest.raises(JobNotFound):
+        store.get_job("j1")
+    with sqlite3.connect(store.path) as db:
+        assert db.execute("SELECT job_id FROM replicas").fetchall() == [("j2",)]
+        assert {r[0] for r in db.execute("SELECT job_id FROM events")} == {"j2"}
+
+
+def test_store_from_a_newer_cellship_is_refused(tmp_path):
+    path = tmp_path / "cellship.db"
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version=99")
+    with pytest.raises(StoreError, match="newer cellship"):
+        Store(path)
+
+
+def test_damaged_store_is_refused(tmp_path):
+    path = tmp_path / "cellship.db"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError, match="cannot be opened"):
+        Store(path)
+
+
+def test_two_store_objects_see_the_same_jobs(store):
+    other = Store(store.path)
+    store.create_job(record("j1"))
+    assert other.get_job("j1").id == "j1"
+    assert other.transition("j1", "cancelled")
+    assert store.transition("j1", "running") is False
+
+
+# -- paths ---------------------------------------------------------------------------------
+
+def test_cellship_home_wins(tmp_path, monkeypatch):
+    monkeypatch.setenv("CELLSHIP_HOME", str(tmp_path / "explicit"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert paths.home() == tmp_path / "explicit"
+    assert paths.home().is_dir()
+    assert paths.store_path() == tmp_path / "explicit" / "cellship.db"
+    assert paths.jobs_dir() == tmp_path / "explicit" / "jobs" and paths.jobs_dir().is_dir()
+    assert not (tmp_path / "xdg").exists()
+
+
+def test_cellship_home_expands_user(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("CELLSHIP_HOME", "~/state")
+    assert paths.home() == tmp_path / "state"
+
+
+def test_xdg_data_home_is_respected(tmp_path, monkeypatch):
+    monkeypatch.delenv("CELLSHIP_HOME", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert paths.home() == tmp_path / "xdg" / "cellship"
+    assert Store.default().path == tmp_path / "xdg" / "cellship" / "cellship.db"
+    assert Path(tmp_path / "xdg" / "cellship" / "cellship.db").exists()
+
+
+def test_update_replica_without_fields_is_a_no_op(store):
+    store.create_job(record("j1", replicas=(replica("j1", "worker", 0),)))
+    store.update_replica("j1", "worker", 0)
+    assert store.get_job("j1").replicas[0].state == "pending"
+
+
+def test_transition_to_an_unknown_status_is_refused(store):
+    store.create_job(record("j1"))
+    with pytest.raises(ValueError, match="unknown job status 'bogus'"):
+        store.transition("j1", "bogus")
