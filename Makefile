@@ -34,7 +34,7 @@ test: setup
 	$(PY) -m pytest -ra
 
 test-unit: setup
-	$(PY) -m pytest -ra tests/unit
+	$(PY) -m pytest -ra -m "not tf" tests/unit
 
 clean:
 	rm -rf build $(VENV)

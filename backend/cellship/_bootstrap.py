@@ -9,9 +9,11 @@ joins its peers (so a peer that never comes up fails the job instead of hanging 
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, MutableMapping
@@ -70,6 +72,83 @@ def _hook_strategies() -> None:
         cls.__init__ = __init__  # type: ignore[method-assign]
 
 
+class MetricsRelay(threading.Thread):
+    """Copies every scalar the job writes to its logdir into the log stream, one
+    ``RELAY_MARK`` line per point, so the notebook gets live curves wherever the job runs
+    (on Kubernetes the kernel cannot read the job's files, but it can read its logs).
+
+    Runs only in the chief, the replica whose summaries land in the logdir. Writes go
+    straight to file descriptor 1 in one ``write`` per batch, each line fenced by newlines,
+    so they never split a line the user's code is printing.
+    """
+
+    def __init__(self, logdir: str, interval: float = 0.25) -> None:
+        super().__init__(name="cellship-metrics-relay", daemon=True)
+        from cellship.eventfile import LogdirReader
+
+        self.reader = LogdirReader(logdir)
+        self.interval = interval
+        self.stopping = threading.Event()
+        self.lock = threading.Lock()
+
+    def scan(self) -> None:
+        from cellship.metrics import encode_relay
+
+        with self.lock:
+            points = self.reader.poll()
+            if not points:
+                return
+            lines = [encode_relay(p) for p in points]
+            chunk: list[str] = []
+            for line in lines:  # chunks under PIPE_BUF stay atomic on a pipe too
+                if chunk and sum(len(c) + 1 for c in chunk) + len(line) > 3500:
+                    self._write(chunk)
+                    chunk = []
+                chunk.append(line)
+            self._write(chunk)
+
+    @staticmethod
+    def _write(lines: list[str]) -> None:
+        os.write(1, ("\n" + "\n".join(lines) + "\n").encode("utf-8"))
+
+    def run(self) -> None:
+        while not self.stopping.wait(self.interval):
+            try:
+                self.scan()
+            except Exception as err:  # noqa: BLE001 - the relay must never kill training
+                print(f"cellship: metrics relay stopped: {type(err).__name__}: {err}",
+                      file=sys.stderr, flush=True)
+                return
+
+    def close(self) -> None:
+        """Last scan at exit, after the user's code (and its summary writers) finished."""
+        self.stopping.set()
+        try:
+            self.scan()
+        except Exception:  # noqa: BLE001 - exiting anyway; the event files still hold it all
+            pass
+
+
+def _start_relay(config: dict) -> None:
+    logdir = os.environ.get("CELLSHIP_LOGDIR")
+    if not logdir or os.environ.get("CELLSHIP_METRICS_RELAY", "1") != "1":
+        return
+    cluster = config.get("cluster", {})
+    task = config.get("task", {})
+    chief = (task.get("type") == "chief") if "chief" in cluster else (
+        task.get("type", "worker") == "worker" and int(task.get("index", 0)) == 0)
+    if not chief:
+        return
+    try:
+        relay = MetricsRelay(logdir)
+    except ImportError:
+        return  # no tensorboard protos here: TensorBoard itself can still read the logdir
+    relay.start()
+    # Registered before TensorFlow is imported, so it runs after TensorFlow's own exit
+    # handlers (atexit is last-in, first-out) and sees the final flushed summaries.
+    atexit.register(relay.close)
+
+
 def _serve_forever() -> None:
     """A ParameterServerStrategy ``worker`` or ``ps`` replica: a TF server, nothing else.
 
@@ -106,6 +185,7 @@ def start(namespace: MutableMapping[str, Any], shipped: bool = False) -> None:
     task_type = config.get("task", {}).get("type", "worker")
     replicas = sum(len(v) for v in cluster.values())
     report("started")
+    _start_relay(config)
     if shipped:
         _load_shipped(namespace)
     if "ps" in cluster and task_type in ("worker", "ps"):

@@ -7,12 +7,16 @@ import datetime as _dt
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+if TYPE_CHECKING:
+    import pandas
 
 from .backends import get_backend
 from .backends.base import Backend
-from .errors import JobFailed
+from .errors import CellshipError, JobFailed
 from .logstream import LogLine, traceback_tail  # noqa: F401 - LogLine re-exported
+from .metrics import MetricsBuffer, ScalarPoint, decode_relay, is_relay
 from .program import HistoryCell, Program, build_program, program_from_script
 from .spec import JobSpec, parse_duration
 from .store import JobRecord, Store
@@ -94,14 +98,34 @@ class Job:
         return self._record
 
     def logs(self, follow: bool = False, tf_noise: bool = False) -> Iterator[LogLine]:
-        """Every replica's log lines (TensorFlow's C++ chatter only with ``tf_noise``)."""
-        return self._backend.logs(self.record, follow=follow, tf_noise=tf_noise)
+        """Every replica's log lines (TensorFlow's C++ chatter only with ``tf_noise``);
+        the metric relay's lines are left out (see :meth:`metrics`)."""
+        for line in self._backend.logs(self.record, follow=follow, tf_noise=tf_noise):
+            if not is_relay(line.text):
+                yield line
 
-    def follow(self, emit: Callable[[LogLine], None], tf_noise: bool = False) -> JobRecord:
-        """Send every log line to ``emit`` until the job ends; return the final record."""
-        for line in self._backend.logs(self.record, follow=True, tf_noise=tf_noise):
-            emit(line)
+    def follow(self, emit: Callable[[LogLine], None], tf_noise: bool = False,
+               on_metric: Callable[[ScalarPoint], None] | None = None,
+               on_idle: Callable[[], None] | None = None) -> JobRecord:
+        """Stream the job until it ends: log lines to ``emit``, relayed scalars to
+        ``on_metric``; ``on_idle`` runs while nothing new arrives. Returns the final record."""
+        for line in self._backend.logs(self.record, follow=True, tf_noise=tf_noise,
+                                       on_idle=on_idle):
+            point = decode_relay(line.text)
+            if point is None:
+                emit(line)
+            elif on_metric is not None:
+                on_metric(point)
         return self.wait()
+
+    def metrics(self) -> "pandas.DataFrame":
+        """Every scalar the job wrote: columns step, wall_time, run, tag, value."""
+        return self.metrics_buffer().to_dataframe()
+
+    def metrics_buffer(self) -> MetricsBuffer:
+        buffer = MetricsBuffer()
+        buffer.add(self._backend.metrics(self.record))
+        return buffer
 
     def cancel(self) -> JobRecord:
         self._record = self._backend.cancel(self._record)
@@ -153,7 +177,15 @@ class Job:
             "created": _iso(r.created), "started": _iso(r.started), "ended": _iso(r.ended),
             "duration": r.duration, "restarts": r.restarts, "max_restarts": spec.get("max_restarts"),
             "detached": r.detached, "error": r.error, "source": r.source,
+            "metrics": self._last_metrics(),
         }
+
+    def _last_metrics(self) -> dict[str, dict[str, float]]:
+        """The latest value of each scalar ("run/tag"); empty when none could be read."""
+        try:
+            return self.metrics_buffer().last_values()
+        except CellshipError:
+            return {}
 
     def __repr__(self) -> str:
         return f"<cellship.Job {self._record.name} ({self._record.id}) {self._record.status}>"

@@ -89,12 +89,13 @@ class _Tail:
 
 
 def follow_files(files: Sequence[tuple[str, str]], is_done: Callable[[], bool],
-                 follow: bool = True, poll: float = 0.1,
-                 tf_noise: bool = False) -> Iterator[LogLine]:
+                 follow: bool = True, poll: float = 0.1, tf_noise: bool = False,
+                 on_idle: Callable[[], None] | None = None) -> Iterator[LogLine]:
     """Yield lines of ``files`` ([(label, path)]) until ``is_done()`` (then drain once).
 
     With ``follow=False``, yields what the files hold now and returns. TensorFlow's C++
-    INFO/WARNING lines are skipped unless ``tf_noise``.
+    INFO/WARNING lines are skipped unless ``tf_noise``. ``on_idle`` is called whenever a
+    poll found nothing new (a follower's chance to refresh a display).
     """
     tails = [_Tail(label, path) for label, path in files]
     while True:
@@ -108,6 +109,8 @@ def follow_files(files: Sequence[tuple[str, str]], is_done: Callable[[], bool],
         if done:
             return
         if not got:
+            if on_idle is not None:
+                on_idle()
             time.sleep(poll)
 
 

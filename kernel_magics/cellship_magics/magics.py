@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any, Callable
 
 from IPython.core import magic_arguments
 from IPython.core.error import UsageError as IPythonUsageError
 from IPython.core.inputtransformer2 import TransformerManager
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.display import Pretty, display
 
 from cellship import api
 from cellship.errors import CellshipError, JobFailed, UsageError
@@ -42,6 +44,48 @@ def _print_line(line: LogLine) -> None:
     sys.stdout.flush()
 
 
+class LiveChart:
+    """The job's scalars as a picture under the cell, redrawn in place (an IPython display
+    handle) at most once per ``interval`` while the job runs. A plain PNG rather than a
+    widget: it needs no frontend extension, and the last picture stays in saved and
+    papermill-executed notebooks."""
+
+    def __init__(self, job: api.Job, interval: float = 1.0) -> None:
+        from cellship.metrics import MetricsBuffer
+
+        self.job = job
+        self.buffer = MetricsBuffer()
+        self.interval = interval
+        self.drawn_version = -1
+        self.last_draw = 0.0
+        self.handle = display(Pretty(f"live metrics of job {job.name} appear here once it "
+                                     "writes TensorBoard scalars (cellship.job.tensorboard())"),
+                              display_id=True)
+
+    def add(self, point: Any) -> None:
+        self.buffer.add([point])
+        self.tick()
+
+    def tick(self, force: bool = False) -> None:
+        if self.buffer.version == self.drawn_version or not len(self.buffer):
+            return
+        if not force and time.monotonic() - self.last_draw < self.interval:
+            return
+        from cellship.plots import render_png, render_text
+
+        png = render_png(self.buffer, title=f"{self.job.name} ({self.job.id})")
+        self.handle.update({"image/png": png, "text/plain": render_text(self.buffer)}, raw=True)
+        self.drawn_version = self.buffer.version
+        self.last_draw = time.monotonic()
+
+    def finish(self) -> None:
+        """Draw the final curves (or say there were none)."""
+        if len(self.buffer):
+            self.tick(force=True)
+        else:
+            self.handle.update(Pretty(f"job {self.job.name} wrote no TensorBoard scalars"))
+
+
 @magics_class
 class CellshipMagics(Magics):
     """Registered by ``%load_ext cellship``."""
@@ -54,11 +98,15 @@ class CellshipMagics(Magics):
                 if number > 0 and source]
 
     def _follow(self, job: api.Job, tf_noise: bool) -> None:
-        """Stream the job's logs into the cell; interrupting the kernel cancels the job
-        (like interrupting local code) unless it was submitted with --detach."""
+        """Stream the job's logs and live curves into the cell; interrupting the kernel
+        cancels the job (like interrupting local code) unless it was submitted with
+        --detach."""
+        chart = LiveChart(job)
         try:
-            record = job.follow(_print_line, tf_noise=tf_noise)
+            record = job.follow(_print_line, tf_noise=tf_noise, on_metric=chart.add,
+                                on_idle=chart.tick)
         except KeyboardInterrupt:
+            chart.finish()
             if job.record.detached:
                 print(f"\nStopped following job {job.name} ({job.id}); it keeps running "
                       f"(`%job {job.id} attach` to follow it again).")
@@ -69,6 +117,7 @@ class CellshipMagics(Magics):
             raise JobFailed(f"Job {job.name} ({job.id}) was cancelled because the cell was "
                             "interrupted; all of its processes are stopped.", job.id,
                             "cancelled") from None
+        chart.finish()
         print(job.summary(), flush=True)
         if record.status != "succeeded":
             raise JobFailed(job.failure_report(traceback=False), job.id, record.status)

@@ -111,6 +111,11 @@ def test_example_notebook_trains_with_two_workers(tmp_path: Path) -> None:
     assert match and float(match.group(1)) > 0.8
     (job,) = cellship.jobs()
     assert job.status == "succeeded" and job.saved_models()
+    # The live chart's last picture stays in the saved notebook.
+    train_cell = next(c for c in nb.cells if c.cell_type == "code" and c.source.startswith("%%train"))
+    pictures = [o for o in train_cell.outputs if "image/png" in o.get("data", {})]
+    assert len(pictures) == 1
+    assert "epoch_loss" in pictures[0]["data"]["text/plain"]
 
 
 def test_context_from_earlier_cells_and_ipython_syntax(kernel: Kernel) -> None:

@@ -14,10 +14,11 @@ import secrets
 import shutil
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from ..errors import BackendError, CellshipError
 from ..logstream import LogLine
+from ..metrics import ScalarPoint, decode_relay
 from ..paths import jobs_dir
 from ..program import Program
 from ..spec import JobSpec
@@ -112,9 +113,22 @@ class Backend(abc.ABC):
         """The job's current record, reconciled with reality (e.g. a vanished supervisor)."""
 
     @abc.abstractmethod
-    def logs(self, job: JobRecord, follow: bool = False, tf_noise: bool = False) -> Iterator[LogLine]:
-        """Every replica's log lines; with ``follow``, keep going until the job ends.
+    def logs(self, job: JobRecord, follow: bool = False, tf_noise: bool = False,
+             on_idle: Callable[[], None] | None = None) -> Iterator[LogLine]:
+        """Every replica's raw log lines (metric relay lines included); with ``follow``,
+        keep going until the job ends, calling ``on_idle`` while nothing new arrives.
         TensorFlow's C++ INFO/WARNING chatter is left out unless ``tf_noise``."""
+
+    def metrics(self, job: JobRecord) -> list[ScalarPoint]:
+        """Every scalar the job wrote so far. This default reads the metric relay lines of
+        the chief's log stream, which works wherever the job runs; a backend that can read
+        the job's event files directly may do better."""
+        points = []
+        for line in self.logs(job, follow=False, tf_noise=True):
+            point = decode_relay(line.text)
+            if point is not None:
+                points.append(point)
+        return points
 
     @abc.abstractmethod
     def cancel(self, job: JobRecord) -> JobRecord:

@@ -10,10 +10,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from ..errors import BackendError, MissingDependency, UsageError
 from ..logstream import LogLine, follow_files
+from ..metrics import ScalarPoint
 from ..spec import JobSpec
 from ..store import JobRecord
 from .base import Backend
@@ -108,10 +109,21 @@ class LocalBackend(Backend):
                 record = self.store.get_job(job.id)
         return record
 
-    def logs(self, job: JobRecord, follow: bool = False, tf_noise: bool = False) -> Iterator[LogLine]:
+    def logs(self, job: JobRecord, follow: bool = False, tf_noise: bool = False,
+             on_idle: Callable[[], None] | None = None) -> Iterator[LogLine]:
         files = [(r.label, r.log_path) for r in job.replicas]
         return follow_files(files, lambda: self.refresh(job).done, follow=follow,
-                            tf_noise=tf_noise)
+                            tf_noise=tf_noise, on_idle=on_idle)
+
+    def metrics(self, job: JobRecord) -> list[ScalarPoint]:
+        """Read the job's event files directly: complete even for scalars written before
+        the relay started or by a job that ran without it."""
+        try:
+            from ..eventfile import LogdirReader
+
+            return LogdirReader(job.logdir).poll()
+        except MissingDependency:
+            return super().metrics(job)
 
     def cancel(self, job: JobRecord) -> JobRecord:
         record = self.refresh(job)
