@@ -5,7 +5,7 @@ one core.
 A one-replica job writes a scalar every 0.1 s (flushing its writer, as
 cellship.job.tensorboard() does after each epoch) for ~20 s. This process follows it the
 way the %%train magic does: log lines, relayed scalars into a MetricsBuffer, and the chart
-redrawn at most once a second. Freshness = arrival here - the event's wall_time. Cost =
+redrawn at most every 2 s (as the magic does). Freshness = arrival here - the event's wall_time. Cost =
 this process's CPU time while following / wall time.
 
     .venv/bin/python benchmarks/metrics_freshness.py
@@ -46,6 +46,11 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--no-chart", action="store_true", help="follow without redrawing the chart")
+    args = parser.parse_args()
     home = isolated_home()
     import cellship
     from cellship.metrics import MetricsBuffer
@@ -58,7 +63,9 @@ def main() -> None:
     state = {"drawn": -1, "last": 0.0, "draws": 0}
 
     def redraw(force: bool = False) -> None:
-        if buffer.version != state["drawn"] and (force or time.monotonic() - state["last"] >= 1.0):
+        if args.no_chart:
+            return
+        if buffer.version != state["drawn"] and (force or time.monotonic() - state["last"] >= 2.0):
             render_png(buffer)
             state.update(drawn=buffer.version, last=time.monotonic(), draws=state["draws"] + 1)
 
@@ -85,6 +92,7 @@ def main() -> None:
               "freshness_p95_s": round(percentile(latencies, 0.95), 3),
               "follow_cpu_percent_of_one_core": round(100 * cpu / wall, 2),
               "chart_redraws": state["draws"], "followed_s": round(wall, 1),
+              "chart": not args.no_chart,
               "goals": {"freshness_median_s": 0.5, "freshness_p95_s": 1.0, "follow_cpu_percent": 5}}
     result["meets_goal"] = (result["freshness_median_s"] <= 0.5 and result["freshness_p95_s"] <= 1.0
                             and result["follow_cpu_percent_of_one_core"] <= 5)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Sequence
 
@@ -54,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     cancel = sub.add_parser("cancel", help="cancel a job and stop all of its processes")
     cancel.add_argument("job", metavar="JOB", help="job id or unique name")
+
+    board = sub.add_parser("tensorboard", help="serve TensorBoard over jobs' logdirs until Ctrl-C")
+    board.add_argument("jobs", metavar="JOB", nargs="+", help="job ids or unique names (one run each)")
+    board.add_argument("--port", type=int, default=None, help="port to serve on (default: a free one)")
+    board.add_argument("--host", default="127.0.0.1",
+                       help="address to bind (default 127.0.0.1: this machine only)")
     parser.set_defaults(_subparsers=sub.choices)
     return parser
 
@@ -152,8 +159,46 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tensorboard(args: argparse.Namespace) -> int:
+    """Serve TensorBoard in the foreground: it is bound to this process, so Ctrl-C, a
+    closed terminal or a kill of this command all take the server down with it."""
+    import signal
+    import time
+
+    from . import tensorboard_server as tb
+
+    def _interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM/SIGHUP: stop the server as tidily as Ctrl-C does
+
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        try:
+            server = tb.open_tensorboard(args.jobs, port=args.port, host=args.host)
+        except KeyboardInterrupt:
+            return 130  # start() already stopped what it had started
+        runs = ", ".join(name for name, _ in server.logdirs)
+        print(f"cellship: TensorBoard (pid {server.pid}) shows {runs}; Ctrl-C stops it",
+              file=sys.stderr, flush=True)
+        print(server.url, flush=True)
+        try:
+            while tb.is_alive(server):
+                time.sleep(1.0)
+        except KeyboardInterrupt:
+            if server.owner_pid == os.getpid():
+                tb.stop(server)
+            return 0
+        tail = tb.log_tail(server)
+        tb.stop(server)  # forget it in the registry
+        print(f"cellship: error: TensorBoard (pid {server.pid}) stopped unexpectedly; its "
+              f"last lines:\n{tail}", file=sys.stderr)
+        return 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 COMMANDS = {"train": cmd_train, "jobs": cmd_jobs, "logs": cmd_logs, "status": cmd_status,
-            "cancel": cmd_cancel}
+            "cancel": cmd_cancel, "tensorboard": cmd_tensorboard}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -26,6 +26,9 @@ def is_tf_noise(text: str) -> bool:
     return bool(_TF_NOISE.match(text))
 
 
+DONE_CHECK_SECONDS = 0.25
+
+
 @dataclass(frozen=True)
 class LogLine:
     replica: str   # label: "worker 0", "chief", "ps 1"
@@ -98,8 +101,13 @@ def follow_files(files: Sequence[tuple[str, str]], is_done: Callable[[], bool],
     poll found nothing new (a follower's chance to refresh a display).
     """
     tails = [_Tail(label, path) for label, path in files]
+    done = not follow
+    last_check = 0.0
     while True:
-        done = (not follow) or is_done()
+        # Asking whether the job ended costs a store query: at most a few times a second.
+        if follow and time.monotonic() - last_check >= DONE_CHECK_SECONDS:
+            done = is_done()
+            last_check = time.monotonic()
         got = False
         for tail in tails:
             for line in tail.read(final=done):

@@ -310,8 +310,8 @@ def _registry(root: Path | None = None) -> Iterator[list[dict[str, Any]]]:
         yield entries
         if json.dumps(entries, sort_keys=True) != before:
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            rows = ",\n  ".join(json.dumps(e) for e in entries)  # one server per line
-            tmp.write_text(f'{{"version": {REGISTRY_VERSION}, "servers": [\n  {rows}\n]}}\n')
+            rows = "".join(f"\n  {json.dumps(e)}," for e in entries).rstrip(",")
+            tmp.write_text(f'{{"version": {REGISTRY_VERSION}, "servers": [{rows}\n]}}\n')
             os.replace(tmp, path)
 
 
@@ -510,6 +510,8 @@ def start(logdirs: Mapping[str, str | Path], *, host: str = "127.0.0.1", port: i
         server = _launch(command, pairs, host, chosen, timeout, parent_bound)
         if server is not None:
             return server
+    if port is not None:  # taken between our check and TensorBoard's bind
+        raise _busy_port_error(host, port)
     raise BackendError(f"TensorBoard could not bind a free port on {host} after "
                        f"{PORT_ATTEMPTS} tries; something is taking ports as fast as they are "
                        "freed. Try again, or give one with --port.")
