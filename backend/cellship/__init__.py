@@ -13,12 +13,15 @@ from .errors import (BackendError, CellshipError, JobFailed, JobNotFound, Missin
 
 __version__ = "0.1.0"
 
-__all__ = ["submit", "submit_script", "jobs", "get_job", "last_job", "Job", "job", "CellshipError",
+__all__ = ["submit", "submit_script", "jobs", "get_job", "last_job", "Job", "job",
+           "batch", "batches", "get_batch", "Batch", "record", "CellshipError",
            "UsageError", "ProgramError", "JobNotFound", "JobFailed", "BackendError",
            "MissingDependency", "load_ipython_extension", "__version__"]
 
 _LAZY = {"submit": "api", "submit_script": "api", "jobs": "api", "get_job": "api",
-         "last_job": "api", "Job": "api", "job": None}
+         "last_job": "api", "Job": "api", "job": None,
+         "batch": "sweep.api", "batches": "sweep.api", "get_batch": "sweep.api",
+         "Batch": "sweep.api", "record": "scraps"}
 
 
 def __getattr__(name: str) -> Any:

@@ -9,6 +9,8 @@ import sys
 from typing import Sequence
 
 from . import api
+from .cli_batch import BATCH_COMMANDS, add_batch_commands, rewrite_argv
+from .cli_build import add_build_command, cmd_build
 from .errors import CellshipError, UsageError
 from .options import add_job_options, spec_from_args
 from .store import JOB_STATUSES
@@ -61,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--port", type=int, default=None, help="port to serve on (default: a free one)")
     board.add_argument("--host", default="127.0.0.1",
                        help="address to bind (default 127.0.0.1: this machine only)")
+    add_batch_commands(sub)
+    add_build_command(sub)
     parser.set_defaults(_subparsers=sub.choices)
     return parser
 
@@ -199,11 +203,13 @@ def cmd_tensorboard(args: argparse.Namespace) -> int:
 
 COMMANDS = {"train": cmd_train, "jobs": cmd_jobs, "logs": cmd_logs, "status": cmd_status,
             "cancel": cmd_cancel, "tensorboard": cmd_tensorboard}
+COMMANDS.update(BATCH_COMMANDS)
+COMMANDS["build"] = cmd_build
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
+    args, extra = parser.parse_known_args(rewrite_argv(list(sys.argv[1:] if argv is None else argv)))
     if extra:  # let the sub-command's parser reject them, so it names ITS valid options
         args._subparsers[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     try:

@@ -49,3 +49,11 @@ class MissingDependency(CellshipError):
 
 class StoreError(CellshipError):
     """The job store could not be opened or is damaged."""
+
+
+class ModelNotFound(CellshipError):
+    """No model in the model repository (or path on disk) matches what the user named."""
+
+
+class ExportError(CellshipError):
+    """A notebook or job could not be turned into a stored, servable model."""

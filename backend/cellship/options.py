@@ -64,3 +64,32 @@ def spec_from_args(args: argparse.Namespace) -> JobSpec:
         max_restarts=args.max_restarts,
         ship=parse_ship(args.ship),
     )
+
+
+# `cellship batch NOTEBOOK ...` and `%batch NOTEBOOK ...` share these.
+BATCH_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
+    (("-p", "--parameter"), dict(nargs=2, action="append", metavar=("NAME", "VALUE"),
+                                 help="a parameter (value parsed as YAML: 0.1, true, [1, 2], text)")),
+    (("-f", "--parameters-file"), dict(metavar="FILE", help="YAML mapping of parameters")),
+    (("--grid",), dict(action="append", metavar="NAME=V1,V2",
+                       help="sweep a parameter over values; several --grid give their product")),
+    (("--parallel",), dict(type=int, default=1, metavar="N", help="runs at a time (default 1)")),
+    (("--backend",), dict(default="local", help="where runs execute (default local)")),
+    (("--name",), dict(help="a name for the batch (default: the notebook's name)")),
+    (("--kernel",), dict(help="kernel to use instead of the notebook's own")),
+    (("--output-dir",), dict(metavar="DIR", help="where the executed notebooks go")),
+]
+
+
+def add_batch_options(parser: argparse.ArgumentParser) -> None:
+    for flags, kwargs in BATCH_OPTIONS:
+        parser.add_argument(*flags, **kwargs)
+
+
+def batch_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """Parsed batch options -> keyword arguments of cellship.sweep.api.create."""
+    from .sweep.params import pairs_to_dict, parse_grid
+
+    return dict(parameters=pairs_to_dict(args.parameter), grid=parse_grid(args.grid),
+                parameters_file=args.parameters_file, parallel=args.parallel, name=args.name,
+                backend=args.backend, kernel=args.kernel, output_dir=args.output_dir)

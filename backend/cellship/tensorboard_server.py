@@ -100,7 +100,7 @@ class TensorBoardServer:
 def normalize_run_name(name: str) -> str:
     """A run name that is safe as one path component of the symlink tree and reads well in
     TensorBoard: letters, digits and ``._-=+@`` are kept, anything else (``/``, ``:``,
-    ``,``, spaces) becomes ``_``; leading dots are dropped (TensorBoard skips hidden dirs)."""
+    ``,``, spaces) becomes ``_``; leading dots are dropped (no ``.``/``..``, no hidden runs)."""
     text = "".join(ch if ch.isalnum() or ch in _RUN_NAME_EXTRA_CHARS else "_"
                    for ch in str(name).strip()).lstrip(".")
     if not text:
@@ -121,7 +121,7 @@ def _normalize_logdirs(logdirs: Mapping[str, str | Path]) -> tuple[tuple[str, st
         if "://" in text:
             raise UsageError(f"TensorBoard logdir {text!r} is not a local directory; cellship "
                              "shows local logdirs only (copy the event files here first).")
-        path = Path(text).expanduser().absolute()
+        path = Path(os.path.abspath(Path(text).expanduser()))  # normalised: registry key
         if path.exists() and not path.is_dir():
             raise UsageError(f"TensorBoard logdir {path} is a file, not a directory; give the "
                              "directory that holds the event files.")
@@ -281,9 +281,20 @@ def _terminate(targets: Sequence[tuple[int, int]], grace: float = KILL_GRACE_SEC
             _reap(pgid)
         left = [g for g in left if _group_members(g)]
         time.sleep(0.05)
-    for pgid in groups:
-        # TensorBoard's own registry file (for its %tensorboard magic), left behind by SIGKILL.
-        Path(tempfile.gettempdir(), ".tensorboard-info", f"pid-{pgid}.info").unlink(missing_ok=True)
+    for pid, port in targets:
+        if pid in groups or not _pid_alive(pid):
+            _remove_tensorboard_info(pid, port)
+
+
+def _remove_tensorboard_info(pid: int, port: int) -> None:
+    """TensorBoard's own record of a server (for its ``%tensorboard`` magic), which it
+    cannot remove when SIGKILL or PDEATHSIG ends it."""
+    path = Path(tempfile.gettempdir(), ".tensorboard-info", f"pid-{pid}.info")
+    try:
+        if json.loads(path.read_text()).get("port") == port:
+            path.unlink()
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 # -- the registry ----------------------------------------------------------------------

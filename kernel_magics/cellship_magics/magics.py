@@ -15,7 +15,7 @@ from IPython.display import Pretty, display
 from cellship import api
 from cellship.errors import CellshipError, JobFailed, UsageError
 from cellship.logstream import LogLine
-from cellship.options import JOB_OPTIONS, option_names, spec_from_args
+from cellship.options import BATCH_OPTIONS, JOB_OPTIONS, batch_kwargs, option_names, spec_from_args
 from cellship.program import HistoryCell, build_program
 
 JOB_ACTIONS = ("status", "logs", "attach", "cancel", "tensorboard")
@@ -85,6 +85,24 @@ class LiveChart:
             self.tick(force=True)
         else:
             self.handle.update(Pretty(f"job {self.job.name} wrote no TensorBoard scalars"))
+
+
+def _with_batch_options(func: Callable) -> Callable:
+    for flags, kwargs in reversed(BATCH_OPTIONS):
+        func = magic_arguments.argument(*flags, **kwargs)(func)
+    func = magic_arguments.argument("notebook", metavar="NOTEBOOK")(func)
+    return magic_arguments.magic_arguments()(func)
+
+
+def _print_batch_event(kind: str, run: Any, batch: Any) -> None:
+    from cellship.sweep.api import describe_params
+
+    where = f"run {run.index + 1}/{len(batch.runs)} ({describe_params(run.parameters)})"
+    if kind == "started":
+        print(f"started {where}", flush=True)
+    else:
+        took = f" in {run.duration:.1f} s" if run.duration is not None else ""
+        print(f"{where} {run.status}{took}" + (f": {run.error}" if run.error else ""), flush=True)
 
 
 @magics_class
@@ -213,3 +231,26 @@ class CellshipMagics(Magics):
             server = open_tensorboard([job.id])
             print(f"TensorBoard for job {job.name} ({job.id}): {server.proxied_url()}", flush=True)
             display(IFrame(server.proxied_url(), width="100%", height=800))
+
+    @_with_batch_options
+    @line_magic
+    def batch(self, line: str) -> Any:
+        """Run a notebook with papermill once per parameter set, each run with its own
+        kernel, and show the results table: ``%batch NOTEBOOK -p lr 0.1 --grid bs=32,64``.
+
+        Interrupting the kernel cancels the remaining runs and kills running kernels.
+        Returns the Batch (``.results()`` is a pandas DataFrame).
+        """
+        from cellship.sweep.api import create
+
+        args = _parse(self.batch, line, [flags[0] for flags, _ in BATCH_OPTIONS])
+        batch = create(args.notebook, warn=lambda text: print(f"cellship: warning: {text}"),
+                       **batch_kwargs(args))
+        print(f"cellship: batch {batch.name} ({batch.id}): {len(batch.runs)} run(s), "
+              f"{args.parallel} at a time", flush=True)
+        try:
+            batch.run(_print_batch_event)
+        except KeyboardInterrupt:
+            raise UsageError(f"Interrupted: batch {batch.name} ({batch.id}) cancelled; its "
+                             f"running kernels were stopped. {batch.summary()}") from None
+        return batch

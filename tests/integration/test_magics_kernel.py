@@ -233,3 +233,17 @@ def test_job_survives_kernel_restart_and_can_be_reattached(kernel: Kernel) -> No
         assert f"[worker 0] step {i}" in out and f"[worker 1] step {i}" in out
     assert re.search(r"job survivor \(\w+\) succeeded", out)
     wait_until_gone(job.id, within=5)
+
+
+def test_batch_magic_runs_a_sweep_and_returns_the_results(kernel: Kernel, tmp_path: Path) -> None:
+    from .test_batch import make_notebook
+
+    notebook = make_notebook(tmp_path / "light.ipynb",
+                             "import cellship\ncellship.record('double', lr * 2)")
+    out, error = kernel.run(f"b = %batch {notebook} --grid lr=1,2 --parallel 2\n"
+                            "print(b.results()[['lr', 'double']].to_dict('list'))", timeout=180)
+    assert error is None, out
+    assert "run 2/2 (lr=2) succeeded" in out
+    assert "{'lr': [1, 2], 'double': [2, 4]}" in out
+    out, error = kernel.run(f"%batch {notebook} --parallel 0")
+    assert error is not None and "--parallel must be a whole number" in _plain(out)

@@ -61,6 +61,8 @@ class Backend(abc.ABC):
             with open(job_dir / "shipped.pkl", "wb") as handle:
                 cloudpickle.dump({k: cloudpickle.loads(v) for k, v in program.shipped.items()}, handle)
         spec_data = spec.to_dict() | {"cwd": os.getcwd()}
+        if os.environ.get("CELLSHIP_BATCH_RUN"):  # submitted by a notebook a batch runs
+            spec_data["batch_run"] = os.environ["CELLSHIP_BATCH_RUN"]
         (job_dir / "spec.json").write_text(json.dumps(spec_data, indent=2))
         replicas = tuple(
             ReplicaRecord(job_id=job_id, type=r.type, index=r.index, state="pending",

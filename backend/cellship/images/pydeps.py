@@ -1,0 +1,174 @@
+"""The layers of a ``--kind python`` image: cellship's server and what it needs to run.
+
+Two layers, in the order they change least to most (so a rebuild re-sends only the later):
+
+1. dependencies: TensorFlow and the server's other requirements, ``pip install --target``
+   ``/opt/cellship/site-packages``, pinned to the versions installed here (the image serves
+   with the TensorFlow the model was made with). This layer is ~2 GB installed and takes
+   minutes to make, so it is built once per (requirements, Python version, platform) and
+   kept in the cache (``<cache>/layers/deps-<key>.tar.gz`` + ``.json``): every later build
+   on the machine reuses the file, and the registry (or podman) already has its digest.
+   ``.pyc`` files are compiled in (unchecked-hash, PYTHONHASHSEED=0, so they stay
+   reproducible): without them every container start recompiles TensorFlow (~15 s).
+2. cellship: the source files of the installed ``cellship`` package plus a minimal
+   dist-info, copied rather than built into a wheel: no build backend, no network, ~50 ms,
+   and the files are the ones that ran here.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import importlib.metadata as metadata
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+from .cache import cache_dir
+from .errors import BuildError
+from .layers import DEFAULT_LEVEL, Entry, Layer, parents, tree, write_layer
+
+SITE = "/opt/cellship/site-packages"
+# What `python -m cellship.cli serve` imports outside the standard library (cellship.cli:
+# platformdirs; cellship.serving: TensorFlow, aiohttp, orjson, prometheus-client, and uvloop
+# when present). A serving extra of cellship (if the distribution declares one) is added.
+BASE_REQUIREMENTS = ("tensorflow-cpu", "platformdirs", "aiohttp", "orjson", "prometheus-client",
+                     "uvloop")
+SERVING_EXTRAS = ("serve", "serving")
+_FORMAT = 1  # bump when the way the layer is made changes
+_MANYLINUX = ["manylinux2014_x86_64"] + [f"manylinux_2_{n}_x86_64" for n in range(17, 37)]
+
+
+def serving_requirements(extra: Iterable[str] = ()) -> tuple[str, ...]:
+    """The server's requirements, each pinned to the version installed here when it is."""
+    names = list(BASE_REQUIREMENTS)
+    try:
+        for req in metadata.requires("cellship") or []:
+            marker = req.split(";", 1)[1] if ";" in req else ""
+            if any(re.search(rf"extra\s*==\s*['\"]{e}['\"]", marker) for e in SERVING_EXTRAS):
+                names.append(req.split(";", 1)[0].strip())
+    except metadata.PackageNotFoundError:
+        pass
+    names += list(extra)
+    pinned: dict[str, str] = {}
+    for req in names:
+        project = re.split(r"[\s<>=!~\[;(]", req.strip(), maxsplit=1)[0]
+        key = re.sub(r"[-_.]+", "-", project).lower()
+        if project == req.strip():
+            try:
+                req = f"{project}=={metadata.version(project)}"
+            except metadata.PackageNotFoundError:
+                pass
+        pinned[key] = req.strip()
+    return tuple(sorted(pinned.values()))
+
+
+def host_python() -> str:
+    return f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def deps_key(requirements: Sequence[str], python: str) -> str:
+    text = json.dumps({"format": _FORMAT, "requirements": sorted(requirements),
+                       "python": python, "site": SITE}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def deps_layer(requirements: Sequence[str], python: str | None = None, *,
+               level: int = DEFAULT_LEVEL,
+               progress: Callable[[str], None] = lambda _m: None) -> Layer:
+    """The dependency layer for ``requirements`` on Python ``python`` (X.Y, default: this
+    interpreter's), from the cache or built now (and cached)."""
+    python = python or host_python()
+    key = deps_key(requirements, python)
+    folder = cache_dir("layers")
+    path, meta = folder / f"deps-{key}.tar.gz", folder / f"deps-{key}.json"
+    with open(folder / f"deps-{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one builder per key; the others wait, then reuse
+        cached = _cached(path, meta)
+        if cached is not None:
+            return cached
+        progress(f"building the dependency layer once for this machine ({', '.join(requirements)}"
+                 f"; Python {python}); later builds reuse {path}")
+        layer = _build_deps(requirements, python, path, level)
+        record = asdict(layer)
+        record.update(path=str(layer.path), requirements=list(requirements), python=python)
+        meta.write_text(json.dumps(record, indent=1))
+        return layer
+
+
+def _cached(path: Path, meta: Path) -> Layer | None:
+    try:
+        record = json.loads(meta.read_text())
+        if path.stat().st_size != record["size"]:
+            return None
+    except (OSError, ValueError, KeyError):
+        return None
+    return Layer(path=path, digest=record["digest"], diff_id=record["diff_id"],
+                 size=record["size"], uncompressed_size=record["uncompressed_size"],
+                 created_by=record.get("created_by", ""))
+
+
+def _build_deps(requirements: Sequence[str], python: str, out: Path, level: int) -> Layer:
+    with tempfile.TemporaryDirectory(prefix="cellship-deps-") as tmp:
+        stage = Path(tmp)
+        site = stage / SITE.lstrip("/")
+        cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+               "--no-input", "--no-compile", "--no-warn-script-location", "--target", str(site)]
+        if python != host_python():
+            cmd += ["--only-binary=:all:", "--python-version", python, "--implementation", "cp"]
+            for tag in _MANYLINUX:
+                cmd += ["--platform", tag]
+        cmd += list(requirements)
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise BuildError("pip could not install the server's dependencies for the image "
+                             f"({' '.join(requirements)}; Python {python}):\n"
+                             f"{done.stderr.strip()[-2000:]}\nCheck the package index is "
+                             "reachable, or build with --deps-from-base on a base image that "
+                             "already has TensorFlow.")
+        shutil.rmtree(site / "bin", ignore_errors=True)  # scripts with this machine's shebang
+        for junk in site.rglob("__pycache__"):
+            shutil.rmtree(junk, ignore_errors=True)
+        if python == host_python():
+            env = dict(os.environ, PYTHONHASHSEED="0")
+            subprocess.run([sys.executable, "-m", "compileall", "-q", "-j", "0",
+                            "--invalidation-mode", "unchecked-hash", "-s", str(stage), "-p", "/",
+                            str(site)], env=env, capture_output=True, check=False)
+        return write_layer(tree(site, SITE), out, level=level,
+                           created_by=f"cellship build: pip install --target {SITE} "
+                                      + " ".join(requirements))
+
+
+def cellship_layer(out: Path, *, level: int = DEFAULT_LEVEL) -> Layer:
+    """cellship's own package (source files) at ``SITE/cellship`` with a dist-info, so
+    ``importlib.metadata.version("cellship")`` works in the image."""
+    import cellship
+
+    package = Path(cellship.__file__).resolve().parent
+    entries: list[Entry] = parents(f"{SITE}/cellship")
+    for entry in tree(package, f"{SITE}/cellship"):
+        parts = entry.path.split("/")
+        if "__pycache__" in parts or entry.path.endswith((".pyc", ".pyo")):
+            continue
+        entries.append(entry)
+    version = cellship.__version__
+    info = f"{SITE}/cellship-{version}.dist-info"
+    entries.append(Entry(info, "dir", mode=0o755))
+    entries.append(Entry(f"{info}/METADATA", data=(
+        f"Metadata-Version: 2.1\nName: cellship\nVersion: {version}\n").encode()))
+    entries.append(Entry(f"{info}/top_level.txt", data=b"cellship\n"))
+    try:
+        points = metadata.distribution("cellship").read_text("entry_points.txt")
+    except metadata.PackageNotFoundError:
+        points = None
+    if points:
+        entries.append(Entry(f"{info}/entry_points.txt", data=points.encode()))
+    return write_layer(entries, out, level=level,
+                       created_by=f"cellship build: cellship {version} at {SITE}/cellship")

@@ -1,0 +1,15 @@
+"""TF-Serving-compatible model serving (REST API v1) with dynamic batching.
+
+Only the serving process imports TensorFlow: this package's ``__init__``, ``codec``,
+``batcher`` and ``errors`` stay TensorFlow-free so the CLI, the Jupyter server and the
+model repository can import them cheaply. ``signatures``, ``repository`` and ``server``
+load models and so import TensorFlow.
+"""
+
+from __future__ import annotations
+
+from .errors import RequestError
+
+DEFAULT_PORT = 8501  # TensorFlow Serving's REST port: existing clients' default URLs work
+
+__all__ = ["RequestError", "DEFAULT_PORT"]
