@@ -47,7 +47,7 @@ def test_reference_host_and_locality():
     assert str(parse("127.0.0.1:5000/a:b")) == "127.0.0.1:5000/a:b"
 
 
-@pytest.mark.parametrize("bad", ["", "UPPER/case", "a//b", "http://host/x", "x:-tag",
+@pytest.mark.parametrize("bad", ["", "team/Digits", "a//b", "http://host/x", "x:-tag",
                                  "a@sha256:short", "repo:" + "t" * 200, "host:5000/"])
 def test_bad_reference_names_a_valid_example(bad):
     with pytest.raises(BadReference) as err:

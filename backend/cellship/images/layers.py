@@ -29,7 +29,7 @@ import tarfile
 import zlib
 from collections import deque
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import BinaryIO, Iterable
 
 from .errors import BuildError
@@ -76,7 +76,7 @@ class Layer:
 
 def image_path(path: str) -> str:
     """Normalise a path inside the image: no leading slash, no ``.`` or ``..`` parts."""
-    parts = [p for p in PurePosixPath("/" + path).parts if p not in ("/", ".")]
+    parts = [p for p in path.split("/") if p not in ("", ".")]
     if ".." in parts or not parts:
         raise BuildError(f"{path!r} is not a usable path inside an image; give an absolute "
                          "path like /models/digits/1")
