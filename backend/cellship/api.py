@@ -163,6 +163,16 @@ class Job:
         lines.append(f"  logs:        cellship logs {r.id}")
         return "\n".join(lines)
 
+    def status_text(self) -> str:
+        """The summary plus each replica's state and the error: ``cellship status``."""
+        lines = [self.summary()]
+        for replica in self.record.replicas:
+            code = "" if replica.exit_code is None else f" (exit {replica.exit_code})"
+            lines.append(f"  {replica.label:<10} {replica.state}{code}")
+        if self._record.error:
+            lines.append(f"  error: {self._record.error}")
+        return "\n".join(lines)
+
     def to_dict(self) -> dict[str, Any]:
         """What ``cellship status JOB --json`` prints."""
         r = self.record

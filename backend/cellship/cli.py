@@ -143,12 +143,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(job.to_dict(), indent=2))
         return 0
-    print(job.summary())
-    for replica in job.record.replicas:
-        code = "" if replica.exit_code is None else f" (exit {replica.exit_code})"
-        print(f"  {replica.label:<10} {replica.state}{code}")
-    if job.record.error:
-        print(f"  error: {job.record.error}")
+    print(job.status_text())
     return 0
 
 

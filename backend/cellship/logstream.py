@@ -122,8 +122,8 @@ def follow_files(files: Sequence[tuple[str, str]], is_done: Callable[[], bool],
             time.sleep(poll)
 
 
-def last_error_line(path: str, max_bytes: int = 65536) -> str | None:
-    """The exception line (``ValueError: ...``) closing a Python traceback in a log."""
+def _tail_lines(path: str, max_bytes: int) -> list[str] | None:
+    """The last ``max_bytes`` of a log as collapsed lines; None if it cannot be read."""
     try:
         size = os.path.getsize(path)
         with open(path, "rb") as handle:
@@ -131,8 +131,13 @@ def last_error_line(path: str, max_bytes: int = 65536) -> str | None:
             text = handle.read().decode("utf-8", errors="replace")
     except OSError:
         return None
-    lines = [collapse(line) for line in text.splitlines()]
-    if not any(line.startswith("Traceback (most recent call last)") for line in lines):
+    return [collapse(line) for line in text.splitlines()]
+
+
+def last_error_line(path: str, max_bytes: int = 65536) -> str | None:
+    """The exception line (``ValueError: ...``) closing a Python traceback in a log."""
+    lines = _tail_lines(path, max_bytes)
+    if lines is None or not any(line.startswith("Traceback (most recent call last)") for line in lines):
         return None
     for line in reversed(lines):
         if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Failure)\b.*", line):
@@ -142,14 +147,9 @@ def last_error_line(path: str, max_bytes: int = 65536) -> str | None:
 
 def traceback_tail(path: str, max_lines: int = 40, max_bytes: int = 262144) -> str | None:
     """The last Python traceback in a log, as the user would want to see it."""
-    try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as handle:
-            handle.seek(max(0, size - max_bytes))
-            text = handle.read().decode("utf-8", errors="replace")
-    except OSError:
+    lines = _tail_lines(path, max_bytes)
+    if lines is None:
         return None
-    lines = [collapse(line) for line in text.splitlines()]
     starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last)")]
     if not starts:
         return None
@@ -157,3 +157,28 @@ def traceback_tail(path: str, max_lines: int = 40, max_bytes: int = 262144) -> s
     if len(block) > max_lines:
         block = block[:3] + ["  ..."] + block[-(max_lines - 4):]
     return "\n".join(block)
+
+
+def read_from(path: str, offset: int, final: bool = False,
+              max_bytes: int = 1 << 20) -> tuple[list[str], int]:
+    """Complete lines of ``path`` from byte ``offset`` (collapsed like :class:`_Tail`'s),
+    and the offset just past the last complete line: the resumable cursor a client that
+    reconnects hands back (server-sent events' Last-Event-ID). With ``final`` a last line
+    without newline counts as complete. At most ``max_bytes`` are read per call."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            data = handle.read(max_bytes)
+    except FileNotFoundError:
+        return [], offset
+    end = data.rfind(b"\n")
+    if final and len(data) < max_bytes:
+        end = len(data) - 1 if data else -1
+    if end < 0:
+        if len(data) == max_bytes:  # one line longer than max_bytes: pass it on in pieces
+            end = len(data) - 1
+        else:
+            return [], offset
+    chunk = data[:end + 1]
+    lines = [collapse(raw.decode("utf-8", errors="replace")) for raw in chunk.split(b"\n")]
+    return [line for line in lines if line], offset + len(chunk)

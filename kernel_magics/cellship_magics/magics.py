@@ -206,12 +206,7 @@ class CellshipMagics(Magics):
                                     f"{', '.join(JOB_ACTIONS)}")
         job = api.get_job(args.job)
         if args.action == "status":
-            print(job.summary())
-            for replica in job.record.replicas:
-                code = "" if replica.exit_code is None else f" (exit {replica.exit_code})"
-                print(f"  {replica.label:<10} {replica.state}{code}")
-            if job.record.error:
-                print(f"  error: {job.record.error}")
+            print(job.status_text())
         elif args.action == "logs":
             for log_line in job.logs(follow=False, tf_noise=args.tf_noise):
                 _print_line(log_line)
