@@ -13,7 +13,7 @@ PIP := $(PY) -m pip --disable-pip-version-check
 TF_VERSION ?= 2.21.0
 STAMP := $(VENV)/.cellship-installed
 
-.PHONY: setup demo test test-unit clean
+.PHONY: setup system-deps demo test test-unit clean
 
 setup: $(STAMP)
 
@@ -24,13 +24,31 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -c "import cellship, cellship_magics, tf_keras, papermill; print('cellship', cellship.__version__, 'installed in $(VENV)')"
 	touch $@
 
+# Commands the image tests (registry, skopeo, podman) and benchmarks (buildah) use, as
+# command:debian-package. Installed with apt-get only when a command is missing: fast when present.
+SYSTEM_DEPS := docker-registry:docker-registry skopeo:skopeo podman:podman runc:runc \
+	buildah:buildah busybox:busybox-static htpasswd:apache2-utils debootstrap:debootstrap \
+	openssl:openssl
+
+system-deps:
+	@missing=""; for pair in $(SYSTEM_DEPS); do \
+		PATH="$$PATH:/usr/sbin:/sbin" command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		if ! command -v apt-get >/dev/null 2>&1; then \
+			echo "system-deps: no apt-get; install$$missing yourself (the image tests skip without them)"; exit 0; fi; \
+		sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+		echo "system-deps: installing$$missing"; \
+		$$sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
 demo: setup
 	mkdir -p build/demo
 	$(PY) -m papermill notebooks/01-distributed-training.ipynb build/demo/01-distributed-training.ipynb \
 		--cwd build/demo --log-output --no-progress-bar
 	@echo "executed notebook: build/demo/01-distributed-training.ipynb"
 
-test: setup
+test: setup system-deps
 	$(PY) -m pytest -ra
 
 test-unit: setup

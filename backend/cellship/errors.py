@@ -57,3 +57,8 @@ class ModelNotFound(CellshipError):
 
 class ExportError(CellshipError):
     """A notebook or job could not be turned into a stored, servable model."""
+
+
+class PathRefused(UsageError):
+    """A file or log parameter names a path outside the directory it must stay in
+    (``..``, an absolute path, a symlink out): refused rather than resolved."""

@@ -233,7 +233,8 @@ class Supervisor:
         waiting = [p for n, p in names.items() if n.endswith(".connecting")]
         if not waiting:
             return None
-        first = min(float(p.read_text() or 0) for p in waiting)
+        # The markers' mtimes, not their text: a marker being written reads empty.
+        first = min(p.stat().st_mtime for p in waiting)
         if time.time() - first < self.spec.startup_timeout:
             return None
         joined = {n.rsplit(".", 1)[0] for n in names if n.endswith(".connected")}
