@@ -12,10 +12,17 @@ PIP := $(PY) -m pip --disable-pip-version-check
 # installed with --no-deps (it depends on the full `tensorflow`). See shared notes/tensorflow.md.
 TF_VERSION ?= 2.21.0
 STAMP := $(VENV)/.cellship-installed
+# `pip install -e .` builds the JupyterLab extension (extension/, via hatch-jupyter-builder:
+# jlpm + jupyter-builder, ~1.5 min from clean) and installs it into the venv. A rebuild is
+# skipped while backend/cellship/labextension exists, so edits to the extension's sources
+# rebuild it through this rule.
+LABEXT := $(VENV)/share/jupyter/labextensions/cellship/package.json
+LAB_SOURCES := $(wildcard extension/src/*.ts extension/style/* extension/schema/*.json) \
+	extension/package.json extension/tsconfig.json
 
 .PHONY: setup system-deps demo test test-unit clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(LABEXT)
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,11 +31,17 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -c "import cellship, cellship_magics, tf_keras, papermill; print('cellship', cellship.__version__, 'installed in $(VENV)')"
 	touch $@
 
-# Commands the image tests (registry, skopeo, podman) and benchmarks (buildah) use, as
+$(LABEXT): $(LAB_SOURCES) | $(STAMP)
+	rm -rf backend/cellship/labextension
+	$(PIP) install -q --no-deps -e .
+	touch $@
+
+# Commands the image tests (registry, skopeo, podman), benchmarks (buildah) and the browser
+# tests of the JupyterLab panel (Debian's chromium, driven by Playwright) use, as
 # command:debian-package. Installed with apt-get only when a command is missing: fast when present.
 SYSTEM_DEPS := docker-registry:docker-registry skopeo:skopeo podman:podman runc:runc \
 	buildah:buildah busybox:busybox-static htpasswd:apache2-utils debootstrap:debootstrap \
-	openssl:openssl
+	openssl:openssl chromium:chromium
 
 system-deps:
 	@missing=""; for pair in $(SYSTEM_DEPS); do \
@@ -46,7 +59,9 @@ demo: setup
 	mkdir -p build/demo
 	$(PY) -m papermill notebooks/01-distributed-training.ipynb build/demo/01-distributed-training.ipynb \
 		--cwd build/demo --log-output --no-progress-bar
-	@echo "executed notebook: build/demo/01-distributed-training.ipynb"
+	$(PY) -m papermill notebooks/02-serve.ipynb build/demo/02-serve.ipynb \
+		--cwd build/demo --log-output --no-progress-bar
+	@echo "executed notebooks: build/demo/01-distributed-training.ipynb, build/demo/02-serve.ipynb"
 
 test: setup system-deps
 	$(PY) -m pytest -ra
@@ -55,4 +70,5 @@ test-unit: setup
 	$(PY) -m pytest -ra -m "not tf" tests/unit
 
 clean:
-	rm -rf build $(VENV)
+	rm -rf build $(VENV) backend/cellship/labextension extension/lib extension/node_modules \
+		extension/tsconfig.tsbuildinfo

@@ -79,7 +79,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         return 0
     new = [l for l in result.layers if l.status == "uploaded"]
     parts = [f"{len(result.layers)} new layer(s), {len(new)} uploaded",
-             f"{result.uploaded_bytes / 1e6:.1f} MB sent"]
+             f"{_amount(result.uploaded_bytes)} sent"]
     if result.mounted_blobs:
         parts.append(f"{len(result.mounted_blobs)} base blob(s) mounted")
     if result.copied_blobs:
@@ -91,3 +91,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         progress(f"OCI archive: {result.archive} (podman load -i {result.archive})")
     print(result.pinned if result.pushed else result.digest)
     return 0
+
+
+def _amount(size: int) -> str:
+    return f"{size} bytes" if size < 100_000 else f"{size / 1e6:.1f} MB"

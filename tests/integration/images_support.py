@@ -33,7 +33,20 @@ BOOKWORM = "http://deb.debian.org/debian"
 
 
 def missing_tools(*names: str) -> list[str]:
-    return [f"{n} (Debian package {TOOLS.get(n, n)})" for n in names if shutil.which(n) is None]
+    path = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"  # runc, debootstrap live there
+    return [f"{n} (Debian package {TOOLS.get(n, n)})" for n in names
+            if shutil.which(n, path=path) is None]
+
+
+def podman_unusable() -> str | None:
+    """Why the podman tests cannot run here (None when they can): they run podman as root
+    with private storage, as CI does; rootless podman needs subuid setup this suite skips."""
+    missing = missing_tools("podman", "runc")
+    if missing:
+        return f"missing {', '.join(missing)}; `make system-deps` installs them"
+    if os.geteuid() != 0:
+        return "the podman tests run as root (rootless podman needs /etc/subuid set up)"
+    return None
 
 
 def free_port() -> int:
@@ -181,9 +194,12 @@ def python_layout() -> Path:
     layout = cache_dir("test-bases") / f"python-bookworm-{key.hexdigest()[:12]}"
     if (layout / "index.json").exists():
         return layout
+    if os.geteuid() != 0 or shutil.which("debootstrap", path="/usr/sbin:/usr/bin") is None:
+        raise RuntimeError("making the Python base image needs debootstrap, run as root")
     with tempfile.TemporaryDirectory(prefix="cellship-debootstrap-") as tmp:
         root = Path(tmp) / "rootfs"
-        done = subprocess.run(["debootstrap", "--variant=minbase",
+        done = subprocess.run([shutil.which("debootstrap", path="/usr/sbin:/usr/bin"),
+                               "--variant=minbase",
                                f"--include={','.join(PYTHON_BASE_PACKAGES)}", "bookworm",
                                str(root), BOOKWORM], capture_output=True, text=True)
         if done.returncode != 0:
@@ -247,6 +263,12 @@ runtime = "runc"
 """
 
 
+def short_runroot(base: Path) -> Path:
+    """A short run root for ``base``: conmon's attach socket lives under it, and with a
+    path as long as pytest's tmp dirs every ``podman run`` waits 20 s for it to time out."""
+    return Path(tempfile.gettempdir()) / f"cs-run-{hashlib.sha1(str(base).encode()).hexdigest()[:10]}"
+
+
 def podman_env(base: Path) -> dict[str, str]:
     """Environment for podman with private config and storage under ``base`` (kept between
     runs, so the ~2 GB TensorFlow layer is unpacked once per machine, not per run)."""
@@ -254,7 +276,7 @@ def podman_env(base: Path) -> dict[str, str]:
     (base / "containers.conf").write_text(PODMAN_CONF)
     (base / "storage.conf").write_text(
         f'[storage]\ndriver = "overlay"\ngraphroot = "{base / "graph"}"\n'
-        f'runroot = "{base / "run"}"\n')
+        f'runroot = "{short_runroot(base)}"\n')
     (base / "registries.conf").write_text("unqualified-search-registries = []\n")
     env = dict(os.environ)
     env.update(CONTAINERS_CONF=str(base / "containers.conf"),

@@ -227,6 +227,8 @@ def test_manifest_keeps_the_base_media_type():
 
 
 def test_resolve_model_paths_and_repository(tmp_path: Path, cellship_home: Path):
+    from cellship.errors import ModelNotFound
+
     saved = tmp_path / "export" / "digits"
     saved.mkdir(parents=True)
     (saved / "saved_model.pb").write_bytes(b"x")
@@ -237,14 +239,80 @@ def test_resolve_model_paths_and_repository(tmp_path: Path, cellship_home: Path)
         (versions / str(v)).mkdir(parents=True)
         (versions / str(v) / "saved_model.pb").write_bytes(b"x")
     assert resolve_model(versions).version == 7
-    assert resolve_model(versions / "3").name == "mnist"
+    assert resolve_model(versions, version=3).path == versions / "3"
+    assert (resolve_model(versions / "3").name, resolve_model(versions / "3").version) == ("mnist", 3)
     with pytest.raises(BuildError, match="no version 5"):
         resolve_model(versions, version=5)
+    with pytest.raises(BuildError, match="--name"):
+        resolve_model(versions, name="bad name")
     repo = cellship_home / "models" / "iris" / "2"
     repo.mkdir(parents=True)
     (repo / "saved_model.pb").write_bytes(b"x")
-    assert resolve_model("iris").path == repo
-    with pytest.raises(BuildError, match="it has: iris"):
+    found = resolve_model("iris")
+    assert (found.name, found.version, found.path) == ("iris", 2, repo)
+    with pytest.raises(ModelNotFound, match="iris"):
         resolve_model("nope")
-    with pytest.raises(BuildError, match="no saved_model.pb"):
+    with pytest.raises(ModelNotFound, match="saved_model.pb"):
         resolve_model(tmp_path)
+
+
+def test_cli_build_reports_bad_input_in_one_line(tmp_path: Path, capsys):
+    from cellship.cli import main
+
+    saved = tmp_path / "m"
+    saved.mkdir()
+    (saved / "saved_model.pb").write_bytes(b"x")
+    assert main(["build", str(saved), "--base", "no such/Ref", "--tag", "r.io/a:b"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("cellship: error: 'no such/Ref' is not a valid image reference")
+    assert main(["build", str(saved), "--base", "busybox", "--tag", "r.io/a:b", "--no-push"]) == 1
+    assert "--archive" in capsys.readouterr().err
+    assert main(["build", str(tmp_path / "missing"), "--base", "busybox", "--tag", "r.io/a:b"]) == 1
+    assert "missing" in capsys.readouterr().err
+    assert main(["build", str(saved), "--base", "busybox", "--tag", "r.io/a@sha256:" + "0" * 64]) == 1
+    assert "names a digest" in capsys.readouterr().err
+
+
+def test_plain_http_only_for_local_registries_or_when_asked():
+    from cellship.images import Registry
+
+    assert Registry("registry.example.com", credentials=None).base == "https://registry.example.com"
+    assert Registry("docker.io", credentials=None).base == "https://registry-1.docker.io"
+    assert Registry("127.0.0.1:5000", credentials=None).base == "http://127.0.0.1:5000"
+    assert Registry("localhost:5000", credentials=None).scheme == "http"
+    assert Registry("[::1]:5000", credentials=None).scheme == "http"
+    assert Registry("10.0.0.5:5000", credentials=None).scheme == "https"
+    assert Registry("10.0.0.5:5000", insecure=True, credentials=None).scheme == "http"
+
+
+def test_5xx_is_retried_with_backoff_then_one_error():
+    """A registry that keeps answering 503 is retried (3 attempts here), then reported once."""
+    import http.server
+    import threading
+
+    from cellship.images import Registry, RegistryUnreachable
+
+    hits: list[str] = []
+
+    class Busy(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802
+            hits.append(self.path)
+            self.send_response(503 if len(hits) < 10 else 200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Busy)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        host = f"127.0.0.1:{server.server_address[1]}"
+        client = Registry(host, credentials=None, retry=RetryPolicy(attempts=3, backoff=0.01))
+        with pytest.raises(RegistryUnreachable) as err:
+            client.manifest("a/b", "latest")
+        assert len(hits) == 3
+        assert f"cannot reach registry {host}" in str(err.value) and "503" in str(err.value)
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -8,6 +8,14 @@ blobs are mounted from the base repository (same registry) or copied (another re
 new blobs are uploaded only when the target does not have them, and the manifest is PUT
 with the base's media type (Docker v2 stays Docker v2, OCI stays OCI) and its digest
 checked. Same inputs give the same digest, and a rebuild that changes nothing sends 0 bytes.
+A layer whose content was built before on this machine is found in the layer index
+(content hash -> digest, see :func:`.layers.recall`), so such a rebuild does not even
+compress it again (~0.1 s for a 50 MB model instead of ~0.4 s).
+
+Why not stream layers to the registry while compressing them (as docker push does): the
+digest is only known at the end, so the upload could not be skipped when the registry
+already has the blob, and "an unchanged rebuild uploads nothing" would hold only with a
+warm local cache. Measured on 2 cores it saved 50 ms of ~600 ms; not worth that.
 
 Kinds of image:
 - ``tf-serving`` (the default for a base whose repository contains ``tensorflow/serving``):
@@ -31,8 +39,9 @@ from typing import Callable, Sequence
 
 from . import pydeps
 from .cache import cache_dir
-from .errors import BuildError, ImageError
-from .layers import DEFAULT_LEVEL, DOCKER_LAYER, OCI_LAYER, Layer, tree, write_layer
+from .errors import BuildError
+from .layers import (DEFAULT_LEVEL, DOCKER_LAYER, OCI_LAYER, Entry, Layer, content_key, recall,
+                     remember, tree, write_layer)
 from .reference import Reference, parse
 from .registry import (DOCKER_CONFIG, DOCKER_MANIFEST, INDEXES, MANIFESTS, OCI_CONFIG,
                        OCI_MANIFEST, Manifest, Registry, RetryPolicy, sha256_bytes)
@@ -40,7 +49,7 @@ from .sources import ModelSource, resolve_model
 
 KINDS = ("tf-serving", "python")
 PORT = 8501
-MODEL_LEVEL = 1  # model weights barely compress (~7%); level 1 is 3x faster than 6
+MODEL_LEVEL = 1  # weights are stored anyway (see layers); the rest (graph, assets) level 1
 
 
 @dataclass(frozen=True)
@@ -137,22 +146,23 @@ def build(model: str | Path, *, base: str, tag: str, kind: str | None = None,
     progress(f"base {base_ref} ({_kind_of(image.manifest.media_type)}, "
              f"{len(image.layers)} layers, {image.manifest.digest[:19]})")
     with tempfile.TemporaryDirectory(prefix="cellship-build-") as tmp:
-        layers = _new_layers(kind, source, Path(tmp), python=python,
-                             deps_from_base=deps_from_base, requirements=requirements,
-                             progress=progress)
+        work = _Work(Path(tmp), progress)
+        layers = _new_layers(kind, source, work, python=python, deps_from_base=deps_from_base,
+                             requirements=requirements)
         config = new_config(image, layers, kind, source)
         config_bytes = _canonical(config)
         manifest, media_type = new_manifest(image, layers, config_bytes)
         digest = sha256_bytes(manifest)
-        push_stats = _Push()
+        push_stats = work.stats
         if push:
             _push(base_reg, target_reg, image, target, layers, config_bytes, manifest,
-                  media_type, push_stats, progress)
+                  media_type, work)
         written = None
         if archive is not None:
             from .archive import write_archive
 
-            written = write_archive(Path(archive), base_reg, image, layers, config_bytes,
+            written = write_archive(Path(archive), base_reg, image,
+                                    [work.materialize(l) for l in layers], config_bytes,
                                     str(target), progress=progress)
     layer_results = tuple(
         LayerResult(l.digest, l.diff_id, l.size, l.created_by,
@@ -203,23 +213,62 @@ def pick_platform(index: dict, platform: str, name: str) -> str:
                      f"{', '.join(sorted(set(seen))) or 'none'}. Pass --platform with one of those.")
 
 
-def _new_layers(kind: str, source: ModelSource, tmp: Path, *, python: str | None,
-                deps_from_base: bool, requirements: Sequence[str],
-                progress: Callable[[str], None]) -> list[Layer]:
+class _Work:
+    """What one build carries around: its temp dir, the push counters, and how to (re)make
+    each new layer's bytes."""
+
+    def __init__(self, tmp: Path, progress: Callable[[str], None]) -> None:
+        self.tmp = tmp
+        self.progress = progress
+        self.stats = _Push()
+        self.makers: dict[str, Callable[[Path], Layer]] = {}
+
+    def layer(self, entries: list[Entry], created_by: str, level: int, label: str) -> Layer:
+        """A new layer from ``entries``. Content seen before on this machine is recalled
+        from the layer index without compressing it again (``path`` None: the bytes are
+        made again only if a registry lacks them); new content is written to a file."""
+        started = time.monotonic()
+        key = content_key(entries, level)
+
+        def make(out: Path) -> Layer:
+            return write_layer(entries, out, level=level, created_by=created_by)
+
+        layer = recall(key, created_by)
+        how = "known (built before)"
+        if layer is None:
+            layer = make(self.tmp / f"{label}.tar.gz")
+            remember(key, layer)
+            how = "written"
+        self.makers[layer.digest] = make
+        self.progress(f"{label} layer: {layer.size / 1e6:.1f} MB {layer.digest[:19]} {how} in "
+                      f"{time.monotonic() - started:.1f} s")
+        return layer
+
+    def materialize(self, layer: Layer) -> Layer:
+        """The layer with its bytes in a file (made again, identically, when it was only
+        recalled from the index)."""
+        if layer.path is not None and layer.path.exists():
+            return layer
+        made = self.makers[layer.digest](self.tmp / f"{layer.digest.split(':')[1]}.tar.gz")
+        if made.digest != layer.digest:
+            raise BuildError(f"a layer made again came out as {made.digest}, not {layer.digest} "
+                             "as recorded in the layer index; delete "
+                             f"{cache_dir('layer-index')} and build again")
+        return made
+
+
+def _new_layers(kind: str, source: ModelSource, work: _Work, *, python: str | None,
+                deps_from_base: bool, requirements: Sequence[str]) -> list[Layer]:
     layers: list[Layer] = []
     if kind == "python":
         if not deps_from_base:
             reqs = pydeps.serving_requirements(requirements)
-            layers.append(pydeps.deps_layer(reqs, python, progress=progress))
-        layers.append(pydeps.cellship_layer(tmp / "cellship.tar.gz"))
-    started = time.monotonic()
-    model = write_layer(tree(source.path, source.image_dir), tmp / "model.tar.gz",
-                        level=MODEL_LEVEL,
-                        created_by=f"cellship build: model {source.name} version "
-                                   f"{source.version} at {source.image_dir}")
-    progress(f"model layer {source.name}/{source.version}: {model.size / 1e6:.1f} MB "
-             f"{model.digest[:19]} in {time.monotonic() - started:.1f} s")
-    layers.append(model)
+            layers.append(pydeps.deps_layer(reqs, python, progress=work.progress))
+        entries, created_by = pydeps.cellship_entries()
+        layers.append(work.layer(entries, created_by, DEFAULT_LEVEL, "cellship"))
+    layers.append(work.layer(tree(source.path, source.image_dir),
+                             f"cellship build: model {source.name} version {source.version} "
+                             f"at {source.image_dir}", MODEL_LEVEL, "model"))
     return layers
 
 
@@ -286,8 +335,9 @@ class _Push:
 
 def _push(base_reg: Registry, target_reg: Registry, image: BaseImage, target: Reference,
           layers: Sequence[Layer], config: bytes, manifest: bytes, media_type: str,
-          stats: _Push, progress: Callable[[str], None]) -> None:
+          work: _Work) -> None:
     repo = target.repository
+    stats = work.stats
     same = base_reg is target_reg
     for desc in image.layers:
         digest = desc["digest"]
@@ -309,10 +359,10 @@ def _push(base_reg: Registry, target_reg: Registry, image: BaseImage, target: Re
             stats.layer_status[layer.digest] = "present"
             continue
         started = time.monotonic()
-        stats.uploaded += target_reg.upload(repo, layer.digest, layer.path)
+        stats.uploaded += target_reg.upload(repo, layer.digest, work.materialize(layer).path)
         stats.layer_status[layer.digest] = "uploaded"
-        progress(f"uploaded {layer.size / 1e6:.1f} MB {layer.digest[:19]} in "
-                 f"{time.monotonic() - started:.1f} s")
+        work.progress(f"uploaded {layer.size / 1e6:.1f} MB {layer.digest[:19]} in "
+                      f"{time.monotonic() - started:.1f} s")
     config_digest = sha256_bytes(config)
     if target_reg.blob_size(repo, config_digest) is None:
         stats.uploaded += target_reg.upload(repo, config_digest, config)
@@ -351,4 +401,4 @@ def _kind_of(media_type: str) -> str:
 
 
 __all__ = ["build", "BuildResult", "LayerResult", "BaseImage", "fetch_base", "pick_platform",
-           "new_config", "new_manifest", "default_kind", "KINDS", "ImageError"]
+           "new_config", "new_manifest", "default_kind", "KINDS"]

@@ -11,8 +11,8 @@ Two layers, in the order they change least to most (so a rebuild re-sends only t
    ``.pyc`` files are compiled in (unchecked-hash, PYTHONHASHSEED=0, so they stay
    reproducible): without them every container start recompiles TensorFlow (~15 s).
 2. cellship: the source files of the installed ``cellship`` package plus a minimal
-   dist-info, copied rather than built into a wheel: no build backend, no network, ~50 ms,
-   and the files are the ones that ran here.
+   dist-info, copied rather than built into a wheel: no build backend, no network, a few
+   milliseconds, and the files are the ones that ran here.
 """
 
 from __future__ import annotations
@@ -146,9 +146,10 @@ def _build_deps(requirements: Sequence[str], python: str, out: Path, level: int)
                                       + " ".join(requirements))
 
 
-def cellship_layer(out: Path, *, level: int = DEFAULT_LEVEL) -> Layer:
+def cellship_entries() -> tuple[list[Entry], str]:
     """cellship's own package (source files) at ``SITE/cellship`` with a dist-info, so
-    ``importlib.metadata.version("cellship")`` works in the image."""
+    ``importlib.metadata.version("cellship")`` works in the image; and the layer's
+    history line."""
     import cellship
 
     package = Path(cellship.__file__).resolve().parent
@@ -170,5 +171,4 @@ def cellship_layer(out: Path, *, level: int = DEFAULT_LEVEL) -> Layer:
         points = None
     if points:
         entries.append(Entry(f"{info}/entry_points.txt", data=points.encode()))
-    return write_layer(entries, out, level=level,
-                       created_by=f"cellship build: cellship {version} at {SITE}/cellship")
+    return entries, f"cellship build: cellship {version} at {SITE}/cellship"

@@ -225,11 +225,7 @@ class Registry:
 
     def _upload_once(self, repository: str, digest: str, source: Path | bytes, size: int) -> None:
         resp = self._send("POST", f"/v2/{repository}/blobs/uploads/", repo=repository, ok=(202,))
-        location = resp.headers.get("Location")
-        if not location:
-            raise RegistryError(f"registry {self.name} started an upload to {repository} "
-                                "without a Location header", self.name)
-        url = _add_query(urljoin(self.base + "/", location), digest=digest)
+        url = _add_query(_location(self, resp), digest=digest)
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
         if isinstance(source, bytes):
             self._send("PUT", url, repo=repository, headers=headers, data=source, ok=(201,))
@@ -435,6 +431,15 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     for k, v in re.findall(r'([A-Za-z_][\w-]*)\s*=\s*([^",\s]+)', rest):
         params.setdefault(k.lower(), v)
     return scheme.lower(), params
+
+
+def _location(registry: Registry, resp: requests.Response) -> str:
+    """The absolute URL of an upload session from a response's Location header."""
+    location = resp.headers.get("Location")
+    if not location:
+        raise RegistryError(f"registry {registry.name} answered an upload request without a "
+                            "Location header", registry.name)
+    return urljoin(registry.base + "/", location)
 
 
 def _add_query(url: str, **params: str) -> str:
