@@ -27,7 +27,7 @@ setup: $(STAMP) $(LABEXT)
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q "tensorflow-cpu==$(TF_VERSION)" -e ".[tensorflow,test]"
-	$(PIP) install -q --no-deps "tf-keras==$(TF_VERSION)"
+	$(PIP) install -q --no-deps "tf-keras==$(TF_VERSION)" "tensorflow-serving-api==$(TF_VERSION)"
 	$(PY) -c "import cellship, cellship_magics, tf_keras, papermill; print('cellship', cellship.__version__, 'installed in $(VENV)')"
 	touch $@
 

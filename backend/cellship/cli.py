@@ -10,6 +10,7 @@ from typing import Sequence
 
 from . import api
 from .cli_batch import BATCH_COMMANDS, add_batch_commands, rewrite_argv
+from .cli_serving import SERVING_COMMANDS, add_serving_commands
 from .cli_build import add_build_command, cmd_build
 from .errors import CellshipError, UsageError
 from .options import add_job_options, spec_from_args
@@ -64,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--host", default="127.0.0.1",
                        help="address to bind (default 127.0.0.1: this machine only)")
     add_batch_commands(sub)
+    add_serving_commands(sub)
     add_build_command(sub)
     parser.set_defaults(_subparsers=sub.choices)
     return parser
@@ -199,6 +201,7 @@ def cmd_tensorboard(args: argparse.Namespace) -> int:
 COMMANDS = {"train": cmd_train, "jobs": cmd_jobs, "logs": cmd_logs, "status": cmd_status,
             "cancel": cmd_cancel, "tensorboard": cmd_tensorboard}
 COMMANDS.update(BATCH_COMMANDS)
+COMMANDS.update(SERVING_COMMANDS)
 COMMANDS["build"] = cmd_build
 
 

@@ -8,8 +8,18 @@ load models and so import TensorFlow.
 
 from __future__ import annotations
 
+from typing import Any
+
 from .errors import RequestError
 
 DEFAULT_PORT = 8501  # TensorFlow Serving's REST port: existing clients' default URLs work
 
-__all__ = ["RequestError", "DEFAULT_PORT"]
+__all__ = ["RequestError", "DEFAULT_PORT", "start_server", "ServerProcess"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("start_server", "ServerProcess"):  # lazy: keeps ``import cellship.serving`` light
+        from . import process
+
+        return getattr(process, name)
+    raise AttributeError(f"module 'cellship.serving' has no attribute {name!r}")

@@ -246,9 +246,8 @@ def _check_names(item: Mapping[str, Any], sig: SignatureInfo, where: str) -> Non
                           f"does not take; it takes {sig.takes()}.")
     missing = [n for n in sig.input_names if n not in item]
     if missing:
-        spec = sig.input(missing[0])
         raise bad_request(f"{where} lacks the input {missing[0]!r}: signature {sig.key!r} "
-                          f"takes {sig.takes()}." if spec else f"{where} lacks {missing[0]!r}.")
+                          f"takes {sig.takes()}.")
 
 
 def _json_type(value: Any) -> str:

@@ -20,26 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from ..models import version_dirs
 from .batcher import Batcher, BatchingConfig
 from .errors import RequestError, not_found, unavailable
 
 # TF Serving's ManagerState names, as GetModelStatusResponse spells them.
 START, LOADING, AVAILABLE, UNLOADING, END = "START", "LOADING", "AVAILABLE", "UNLOADING", "END"
-
-
-def version_dirs(base: Path) -> dict[int, Path]:
-    """Numbered SavedModel directories under ``base``; a bare SavedModel is version 1."""
-    if (base / "saved_model.pb").is_file():
-        return {1: base}
-    found: dict[int, Path] = {}
-    try:
-        entries = list(base.iterdir())
-    except OSError:
-        return found
-    for entry in entries:
-        if entry.name.isdigit() and (entry / "saved_model.pb").is_file():
-            found[int(entry.name)] = entry
-    return found
 
 
 def _fingerprint(path: Path) -> tuple:
@@ -132,10 +118,10 @@ class Repository:
     def batcher(self, state: VersionState, model_name: str, signature: str) -> Batcher:
         batcher = state.batchers.get(signature)
         if batcher is None:
-            from .signatures import LoadedModel
-
-            assert isinstance(state.model, LoadedModel)
-            sig = state.model.signature(signature)
+            if state.state != AVAILABLE or state.model is None:  # unloaded meanwhile
+                raise unavailable(f"Model {model_name} version {state.version} is being "
+                                  "unloaded; retry the request.")
+            sig = state.model.signature(signature)  # type: ignore[attr-defined]
             version = state.version
 
             def counted(rows: int) -> None:

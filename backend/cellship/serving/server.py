@@ -52,6 +52,8 @@ class ServingConfig:
     max_body_bytes: int = 64 * 1024 * 1024
     poll_interval_s: float = 1.0  # how often new versions are looked for
     max_versions: int = 0  # serve only the newest N versions (0: all on disk)
+    intra_op_threads: int = 0  # TensorFlow threads per op (0: TensorFlow's default, all cores)
+    inter_op_threads: int = 0  # TensorFlow ops run at once (0: TensorFlow's default)
     shutdown_timeout_s: float = 10.0  # in-flight requests get this long to finish on stop
 
 
@@ -104,8 +106,7 @@ class ModelServer:
         self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False,
                                      shutdown_timeout=self.config.shutdown_timeout_s)
         await self._runner.setup()
-        await web.SockSite(self._runner, sock, backlog=1024,
-                           shutdown_timeout=self.config.shutdown_timeout_s).start()
+        await web.SockSite(self._runner, sock, backlog=1024).start()
         self.repository.start(self.config.poll_interval_s)
 
     async def stop(self) -> None:
@@ -241,7 +242,8 @@ class ModelServer:
                             headers={"Content-Type": self.metrics.content_type})
 
     async def _index(self, request: web.Request) -> web.StreamResponse:
-        return _json({"models": {n: f"/v1/models/{n}" for n in self.repository.models},
+        return _json({"status": "alive",  # KServe's v1 liveness probe reads this
+                      "models": {n: f"/v1/models/{n}" for n in self.repository.models},
                       "health": "/healthz", "metrics": "/metrics"})
 
 
@@ -295,6 +297,10 @@ def serve_forever(models: Mapping[str, str | Path], config: ServingConfig,
                   announce: Callable[[ModelServer], None]) -> None:
     """Serve until SIGINT or SIGTERM, then stop gracefully (``cellship serve``)."""
     import signal
+
+    from . import signatures  # import TensorFlow on the main thread, before binding
+
+    signatures.configure_threads(config.intra_op_threads, config.inter_op_threads)
 
     async def main() -> None:
         server = ModelServer(models, config)

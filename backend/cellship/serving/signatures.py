@@ -30,6 +30,16 @@ INIT_OP_KEY = "__saved_model_init_op"
 VERBS = ("predict", "classify", "regress")
 
 
+def configure_threads(intra_op: int = 0, inter_op: int = 0) -> None:
+    """TensorFlow's thread pools, before the first op runs (TF Serving's
+    --tensorflow_intra_op_parallelism / --tensorflow_inter_op_parallelism). 0 keeps
+    TensorFlow's default: as many threads as cores."""
+    if intra_op:
+        tf.config.threading.set_intra_op_parallelism_threads(intra_op)
+    if inter_op:
+        tf.config.threading.set_inter_op_parallelism_threads(inter_op)
+
+
 def _shape(proto: Any) -> tuple[int | None, ...] | None:
     if proto.unknown_rank:
         return None

@@ -30,6 +30,21 @@ def _fmt(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, e.g. our own child not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return True
+
+
 def describe_params(parameters: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={_fmt(v)}" for k, v in parameters.items()) or "no parameters"
 
@@ -96,7 +111,9 @@ class Batch:
             except ProcessLookupError:
                 pid = None
         end = time.monotonic() + 30
-        while pid and time.monotonic() < end and not self.record.done:
+        # A coordinator killed before it set up its SIGTERM handler (or one that crashed)
+        # never settles the record: stop waiting as soon as it is gone.
+        while pid and time.monotonic() < end and not self.record.done and _alive(pid):
             time.sleep(0.1)
         if not self.record.done:  # no coordinator left: settle the record ourselves
             Coordinator(self._store, self.id)._finish()
