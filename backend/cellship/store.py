@@ -346,6 +346,13 @@ class Store:
                   offset: int = 0) -> list[JobRecord]:
         """Jobs newest first; ``name`` matches a substring of the name. Two queries on one
         connection whatever the count (the Jupyter panel lists thousands of jobs)."""
+        return self.get_jobs([job_id for job_id, _ in self.list_job_ids(
+            status, limit, name=name, backend=backend, offset=offset)])
+
+    def list_job_ids(self, status: str | None = None, limit: int | None = None, *,
+                     name: str | None = None, backend: str | None = None,
+                     offset: int = 0) -> list[tuple[str, str]]:
+        """(id, status) of the jobs :meth:`list_jobs` would return, in its order."""
         where: list[str] = []
         args: list[Any] = []
         if status:
@@ -358,21 +365,33 @@ class Store:
             escaped = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             where.append("name LIKE ? ESCAPE '\\'")
             args.append(f"%{escaped}%")
-        query = "SELECT * FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
+        query = "SELECT id, status FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
         query += " ORDER BY created DESC"
         if limit or offset:
             query += " LIMIT ? OFFSET ?"
             args += [limit if limit else -1, offset]
         with self._connect() as db:
-            rows = db.execute(query, args).fetchall()
+            return [(row[0], row[1]) for row in db.execute(query, args).fetchall()]
+
+    def get_jobs(self, ids: list[str]) -> list[JobRecord]:
+        """Records of ``ids`` in that order (ids not in the store are left out); a few
+        queries on one connection however many."""
+        rows_by_id: dict[str, sqlite3.Row] = {}
+        with self._connect() as db:
+            for chunk in range(0, len(ids), 500):  # SQLite's bound-parameter limit
+                part = ids[chunk:chunk + 500]
+                marks = ",".join("?" for _ in part)
+                for row in db.execute(f"SELECT * FROM jobs WHERE id IN ({marks})", part):
+                    rows_by_id[row["id"]] = row
+            rows = [rows_by_id[i] for i in ids if i in rows_by_id]
             replicas: dict[str, list[ReplicaRecord]] = {row["id"]: [] for row in rows}
-            for chunk in range(0, len(rows), 500):  # SQLite's bound-parameter limit
-                ids = [row["id"] for row in rows[chunk:chunk + 500]]
-                marks = ",".join("?" for _ in ids)
+            for chunk in range(0, len(rows), 500):
+                part = [row["id"] for row in rows[chunk:chunk + 500]]
+                marks = ",".join("?" for _ in part)
                 for rep in db.execute(
                         f"SELECT * FROM replicas WHERE job_id IN ({marks}) ORDER BY job_id,"
                         " CASE type WHEN 'chief' THEN 0 WHEN 'worker' THEN 1 ELSE 2 END, idx",
-                        ids).fetchall():
+                        part).fetchall():
                     replicas[rep["job_id"]].append(_row_to_replica(rep))
         return [_row_to_job(row, tuple(replicas[row["id"]])) for row in rows]
 

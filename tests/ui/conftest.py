@@ -1,0 +1,66 @@
+"""Browser tests: one JupyterLab for the whole tier (starting it costs ~3 s, loading the
+page ~5 s), one chromium, a fresh page per test; screenshots under test-artifacts/ui/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.conftest import REPO
+
+from .lab import Lab, browser, missing_prerequisites, running_lab
+
+ARTIFACTS = REPO / "test-artifacts" / "ui"
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    reason = missing_prerequisites()
+    if reason:
+        pytest.skip(reason)
+    with running_lab(tmp_path_factory.mktemp("lab-root")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def chromium(lab: Lab) -> Iterator[object]:
+    with browser() as chromium:
+        yield chromium
+
+
+@pytest.fixture
+def lab_home(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Jobs this test submits or records land in the store the lab's panel shows."""
+    monkeypatch.setenv("CELLSHIP_HOME", str(lab.home))
+    return lab.home
+
+
+@pytest.fixture
+def page(lab: Lab, chromium: object, request: pytest.FixtureRequest) -> Iterator[object]:
+    context = chromium.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    page.goto(lab.page_url("lab"))
+    page.wait_for_selector(".jp-LabShell", timeout=60_000)
+    yield page
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{request.node.name}-last.png"))
+    context.close()
+    assert not errors, f"uncaught errors in the page: {errors}"
+
+
+@pytest.fixture
+def shot(request: pytest.FixtureRequest):
+    """``shot(page, "name")`` keeps a screenshot as a test artifact."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+
+    def take(page: object, name: str) -> Path:
+        path = ARTIFACTS / f"{request.node.name}-{name}.png"
+        page.screenshot(path=str(path))
+        return path
+
+    return take
+
