@@ -13,7 +13,6 @@ It must stay small (no TensorFlow import; the benchmark holds it under 80 MB RSS
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import signal
@@ -25,23 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .logstream import last_error_line
+from .processes import die_with_parent
 from .spec import JobSpec, Replica
 from .store import Store
 from .tfconfig import tf_configs
 
 POLL_SECONDS = 0.1
 KILL_GRACE_SECONDS = 2.0
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """Runs in each replica before exec: if the supervisor dies (even by SIGKILL), the
-    kernel delivers SIGKILL to the replica, so no orphan survives it."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except OSError:
-        pass
 
 
 def free_ports(count: int) -> tuple[list[int], list[socket.socket]]:
@@ -202,7 +191,7 @@ class Supervisor:
                     [sys.executable, "-u", program], cwd=cwd, stdin=subprocess.DEVNULL,
                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                     env=self._env_for(replica, configs[replica], gpus[replica], attempt),
-                    preexec_fn=_die_with_parent)
+                    preexec_fn=die_with_parent)
             except OSError as err:
                 log.close()
                 self._kill(running)

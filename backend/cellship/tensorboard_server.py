@@ -27,7 +27,6 @@ Nothing here imports IPython or TensorFlow; the magic and the CLI are thin layer
 from __future__ import annotations
 
 import atexit
-import ctypes
 import errno
 import fcntl
 import importlib.util
@@ -52,6 +51,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from . import paths
 from .errors import BackendError, MissingDependency, UsageError
+from .processes import die_with_parent, pid_alive
 
 __all__ = ["TensorBoardServer", "start", "stop", "stop_all", "running", "open_tensorboard",
            "job_logdirs", "normalize_run_name", "tensorboard_command", "is_alive", "log_tail"]
@@ -64,7 +64,6 @@ PROBE_TIMEOUT_SECONDS = 2.0
 PORT_ATTEMPTS = 3
 _BIND_FAILURE = "could not bind to port"
 _RUN_NAME_EXTRA_CHARS = "._-=+@"
-_PR_SET_PDEATHSIG = 1
 _STATE_DIR_NAME = re.compile(r"\d+-[0-9a-f]{8}")  # PORT-RANDOM, see _launch
 
 
@@ -147,25 +146,6 @@ def tensorboard_command() -> list[str]:
 
 
 # -- processes -------------------------------------------------------------------------
-def _load_prctl() -> Any:
-    try:
-        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-
-# Resolved once in the parent: the function below runs between fork and exec of a possibly
-# multi-threaded kernel, where dlopen (taking the loader lock) could deadlock.
-_PRCTL = _load_prctl()
-
-
-def _die_with_parent() -> None:
-    """Runs in the TensorBoard child before exec: when the thread that started it exits
-    (the kernel's main thread, even on SIGKILL), Linux sends the server SIGKILL."""
-    if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-
-
 def _proc_stat(pid: int) -> list[str] | None:
     """Fields of /proc/PID/stat after the command name, or None if there is no such process."""
     try:
@@ -173,22 +153,6 @@ def _proc_stat(pid: int) -> list[str] | None:
     except OSError:
         return None
     return text.rsplit(")", 1)[1].split()
-
-
-def _pid_alive(pid: int) -> bool:
-    """A process exists and is not a zombie (a dead but unreaped TensorBoard serves nothing)."""
-    if pid <= 0:
-        return False
-    if Path("/proc/self/stat").exists():
-        fields = _proc_stat(pid)
-        return fields is not None and fields[0] not in ("Z", "X")
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _group_members(pgid: int) -> list[int]:
@@ -214,7 +178,7 @@ def _is_our_tensorboard(pid: int, port: int) -> bool:
     try:
         args = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
     except OSError:
-        return _pid_alive(pid)  # no /proc: trust the pid
+        return pid_alive(pid)  # no /proc: trust the pid
     return any("tensorboard" in a for a in args) and any(
         a == "--port" and b == str(port) for a, b in zip(args, args[1:]))
 
@@ -282,7 +246,7 @@ def _terminate(targets: Sequence[tuple[int, int]], grace: float = KILL_GRACE_SEC
         left = [g for g in left if _group_members(g)]
         time.sleep(0.05)
     for pid, port in targets:
-        if pid in groups or not _pid_alive(pid):
+        if pid in groups or not pid_alive(pid):
             _remove_tensorboard_info(pid, port)
 
 
@@ -358,9 +322,9 @@ def _tree(entry: Mapping[str, Any]) -> str:
 
 def _entry_alive(entry: Mapping[str, Any], probe: bool = False) -> bool:
     server = _server_of(entry)
-    if not (_pid_alive(server.pid) and _is_our_tensorboard(server.pid, server.port)):
+    if not (pid_alive(server.pid) and _is_our_tensorboard(server.pid, server.port)):
         return False
-    if server.owner_pid is not None and not _pid_alive(server.owner_pid):
+    if server.owner_pid is not None and not pid_alive(server.owner_pid):
         return False  # it should have died with its owner; treat it as stale and stop it
     return not probe or _probe(server.host, server.port, _tree(entry))
 
@@ -394,7 +358,7 @@ def running() -> list[TensorBoardServer]:
 def is_alive(server: TensorBoardServer) -> bool:
     """Whether the server's process still runs (cheap; does not ask its port)."""
     _reap(server.pid)
-    return _pid_alive(server.pid) and _is_our_tensorboard(server.pid, server.port)
+    return pid_alive(server.pid) and _is_our_tensorboard(server.pid, server.port)
 
 
 def log_tail(server: TensorBoardServer, lines: int = 20) -> str:
@@ -547,7 +511,7 @@ def _launch(command: list[str], pairs: tuple[tuple[str, str], ...], host: str, p
         try:
             proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log,
                                     stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                                    preexec_fn=_die_with_parent if parent_bound else None)
+                                    preexec_fn=die_with_parent if parent_bound else None)
         except OSError as err:
             _remove_state_dir(str(state_dir))
             raise BackendError(f"Could not run TensorBoard ({args[0]}): {err.strerror}; check "

@@ -15,6 +15,7 @@ from typing import Callable, Iterator
 from ..errors import BackendError, MissingDependency, UsageError
 from ..logstream import LogLine, follow_files
 from ..metrics import ScalarPoint
+from ..processes import pid_alive
 from ..spec import JobSpec
 from ..store import JobRecord
 from .base import Backend
@@ -25,24 +26,9 @@ TENSORFLOW_HINT = ("pip install tensorflow-cpu (or tensorflow on a GPU machine),
                    "pip install --no-deps tf-keras")
 
 
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            state = handle.read().rsplit(")", 1)[1].split()[0]
-        return state not in ("Z", "X")
-    except (OSError, IndexError):
-        try:
-            os.kill(pid, 0)
-            return True
-        except (ProcessLookupError, PermissionError):
-            return False
-
-
 def _is_our_process(pid: int | None, marker: str) -> bool:
     """Guard against pid reuse: the process's command line or environment names the job."""
-    if not _pid_alive(pid):
+    if not pid_alive(pid):
         return False
     for name in ("cmdline", "environ"):
         try:
@@ -97,7 +83,7 @@ class LocalBackend(Backend):
         record = self.store.get_job(job.id)
         if record.done or record.supervisor_pid is None:
             return record
-        if not _pid_alive(record.supervisor_pid):
+        if not pid_alive(record.supervisor_pid):
             # Give a supervisor that just finished a moment to have written its last state.
             time.sleep(0.2)
             record = self.store.get_job(job.id)
@@ -135,10 +121,10 @@ class LocalBackend(Backend):
             end = time.monotonic() + CANCEL_WAIT_SECONDS
             while time.monotonic() < end:
                 record = self.store.get_job(job.id)
-                if record.done and not _pid_alive(pid):
+                if record.done and not pid_alive(pid):
                     return record
                 time.sleep(0.1)
-            if _pid_alive(pid):
+            if pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)  # type: ignore[arg-type]
         record = self.store.get_job(job.id)
         self._kill_replicas(record)

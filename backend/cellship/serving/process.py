@@ -25,7 +25,7 @@ from typing import Sequence
 
 from ..errors import CellshipError
 from ..paths import home
-from ..tensorboard_server import _die_with_parent
+from ..processes import die_with_parent
 
 
 class ServerFailed(CellshipError):
@@ -94,7 +94,7 @@ def start_server(*models: str, port: int = 0, host: str = "127.0.0.1",
                "--host", host, *args]
     with open(log_path, "ab") as log:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log,
-                                   stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+                                   stdin=subprocess.DEVNULL, preexec_fn=die_with_parent,
                                    env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     server = ServerProcess("", tuple(models), process, log_path)
     try:

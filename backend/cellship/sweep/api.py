@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from ..errors import UsageError
 from ..paths import home
+from ..processes import pid_alive
 from ..store import BatchRecord, RunRecord, Store
 from . import notebook as nbcheck
 from .coordinator import Coordinator, RunEvent
@@ -28,21 +29,6 @@ MAX_RUNS = 10_000
 def _fmt(value: Any) -> str:
     text = repr(value) if not isinstance(value, str) else value
     return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie, e.g. our own child not yet reaped, does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return True
 
 
 def describe_params(parameters: Mapping[str, Any]) -> str:
@@ -113,7 +99,7 @@ class Batch:
         end = time.monotonic() + 30
         # A coordinator killed before it set up its SIGTERM handler (or one that crashed)
         # never settles the record: stop waiting as soon as it is gone.
-        while pid and time.monotonic() < end and not self.record.done and _alive(pid):
+        while pid and time.monotonic() < end and not self.record.done and pid_alive(pid):
             time.sleep(0.1)
         if not self.record.done:  # no coordinator left: settle the record ourselves
             Coordinator(self._store, self.id)._finish()
