@@ -1,5 +1,8 @@
 """Browser tests: one JupyterLab for the whole tier (starting it costs ~3 s, loading the
-page ~5 s), one chromium, a fresh page per test; screenshots under test-artifacts/ui/."""
+page ~5 s), one chromium, a fresh page per test; screenshots under test-artifacts/ui/.
+
+Package-scoped, not session-scoped: Playwright's sync API keeps an event loop marked
+running in the main thread until it stops, which would break asyncio in later tiers."""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from .lab import Lab, browser, missing_prerequisites, running_lab
 ARTIFACTS = REPO / "test-artifacts" / "ui"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     reason = missing_prerequisites()
     if reason:
@@ -24,7 +27,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         yield server
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def chromium(lab: Lab) -> Iterator[object]:
     with browser() as chromium:
         yield chromium

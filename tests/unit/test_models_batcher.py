@@ -35,7 +35,12 @@ class SlowDoubler:
 
 
 def run(coro):
-    return asyncio.run(coro)
+    """Run ``coro`` on a fresh loop in its own thread: independent of any loop another
+    test tier (Playwright's sync API, pytest-jupyter) may have running in this thread."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 @pytest.fixture

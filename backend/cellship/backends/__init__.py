@@ -12,7 +12,8 @@ if TYPE_CHECKING:
     from ..store import Store
     from .base import Backend
 
-_BUILTIN = {"local": "cellship.backends.local:LocalBackend"}
+_BUILTIN = {"local": "cellship.backends.local:LocalBackend",
+            "kubernetes": "cellship.backends.kubernetes:KubernetesBackend"}
 
 
 def available() -> dict[str, str]:

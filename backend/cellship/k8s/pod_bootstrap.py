@@ -1,0 +1,94 @@
+"""The first thing every cellship pod runs (shipped in the job's ConfigMap; stdlib only).
+
+Why it exists: a pod's DNS name (``<job>-worker-1.<svc>.<ns>.svc``) resolves only once
+that pod exists and the cluster DNS has caught up. TensorFlow resolves its peers once,
+early, and a worker that starts before its peers resolve fails or blocks for 10+ minutes
+(the DNS race is a known TFJob failure). So this script waits until every peer in
+TF_CONFIG resolves, fails with a clear message after ``CELLSHIP_PEER_TIMEOUT`` seconds,
+then copies shipped values into the writable job directory and execs Python on the
+program. The image needs nothing but Python and TensorFlow: cellship's in-job modules
+come from the shim package mounted on PYTHONPATH.
+
+The image need not contain cellship, so this file must not import it.
+"""
+
+import json
+import os
+import shutil
+import socket
+import sys
+import time
+
+EXIT_PEERS_UNRESOLVED = 3
+
+
+def peer_hosts(tf_config, own=None):
+    """Every host name of the cluster except this replica's own, in order."""
+    cluster = tf_config.get("cluster", {})
+    task = tf_config.get("task", {})
+    hosts = []
+    for task_type, addresses in cluster.items():
+        for index, address in enumerate(addresses):
+            if task_type == task.get("type") and index == task.get("index"):
+                continue
+            host = address.rsplit(":", 1)[0]
+            if host != own and host not in hosts:
+                hosts.append(host)
+    return hosts
+
+
+def unresolved(hosts, resolve=None):
+    resolve = resolve or socket.getaddrinfo
+    missing = []
+    for host in hosts:
+        try:
+            resolve(host, None)
+        except (socket.gaierror, OSError):
+            missing.append(host)
+    return missing
+
+
+def wait_for_peers(hosts, timeout, interval=1.0, resolve=None, clock=time.monotonic,
+                   sleep=time.sleep):
+    """Return [] once every host resolves, else the hosts still unresolved at timeout."""
+    end = clock() + timeout
+    while True:
+        missing = unresolved(hosts, resolve)
+        if not missing or clock() >= end:
+            return missing
+        sleep(min(interval, max(0.0, end - clock())))
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    program = argv[0] if argv else "/cellship/program/program.py"
+    tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    timeout = float(os.environ.get("CELLSHIP_PEER_TIMEOUT", "300"))
+    hosts = peer_hosts(tf_config)
+    if hosts:
+        print(f"cellship: waiting up to {timeout:g}s for {len(hosts)} peer(s) to resolve",
+              flush=True)
+        missing = wait_for_peers(hosts, timeout)
+        if missing:
+            sys.stderr.write(
+                f"cellship: after {timeout:g}s these peers still do not resolve in DNS: "
+                f"{', '.join(missing)}. Their pods may not be scheduled yet (see `cellship "
+                "status`), the cluster may have no DNS add-on, or the headless Service is "
+                "missing. Raise the wait with the peer_timeout option.\n")
+            sys.stderr.flush()
+            return EXIT_PEERS_UNRESOLVED
+    job_dir = os.environ.get("CELLSHIP_JOB_DIR")
+    shipped = os.path.join(os.path.dirname(program), "shipped.pkl")
+    if job_dir and os.path.exists(shipped):
+        os.makedirs(job_dir, exist_ok=True)
+        shutil.copy(shipped, os.path.join(job_dir, "shipped.pkl"))
+    for name in ("CELLSHIP_OUTPUT_DIR", "CELLSHIP_LOGDIR"):
+        if os.environ.get(name):
+            os.makedirs(os.environ[name], exist_ok=True)
+    sys.stdout.flush()
+    os.execv(sys.executable, [sys.executable, "-u", program])
+    return 0  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(main())
