@@ -47,18 +47,10 @@ def rewrite_argv(argv: list[str]) -> list[str]:
 
 
 def print_event(kind: str, run: RunRecord, batch: BatchRecord) -> None:
-    from .sweep.api import describe_params
+    from .sweep.api import describe_event
 
-    total = len(batch.runs)
-    where = f"run {run.index + 1}/{total} ({describe_params(run.parameters)})"
-    if kind == "started":
-        print(f"cellship: started {where}", file=sys.stderr, flush=True)
-        return
-    took = f" in {run.duration:.1f} s" if run.duration is not None else ""
-    line = f"cellship: {where} {run.status}{took}"
-    if run.error:
-        line += f": {run.error}"
-    if run.status != "succeeded":
+    line = f"cellship: {describe_event(kind, run, batch)}"
+    if kind != "started" and run.status != "succeeded":
         line += f"\n  output: {run.output_path}\n  log:    {run.log_path}"
     print(line, file=sys.stderr, flush=True)
 

@@ -22,11 +22,11 @@ from __future__ import annotations
 import ast
 import builtins
 import re
-import symtable
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 from .errors import ProgramError
+from .scoping import bound_names, free_globals, read_before_bound
 
 CELL_MAGIC_MARK = "run_cell_magic("
 _BUILTINS = frozenset(dir(builtins)) | {"__file__", "__name__", "__doc__", "__builtins__",
@@ -94,7 +94,11 @@ def build_program(cell: str, history: Sequence[HistoryCell] = (),
     ship = tuple(ship)
     cell_source, notes = _strip_ipython(cell, line_offset)
     cell_future, cell_source = _take_future(cell_source, cell=-1)
-    cell_globals = _free_globals(cell_source, "the cell") | _read_before_bound(cell_source)
+    try:
+        cell_globals = free_globals(cell_source) | read_before_bound(cell_source)
+    except SyntaxError as err:  # what ast accepts but the compiler refuses (e.g. `nonlocal x`)
+        raise ProgramError(f"Syntax error at line {(err.lineno or 0) + line_offset} of the cell: "
+                           f"{err.msg}. Fix the cell and run it again; nothing was started.") from None
 
     statements = [s for h in history for s in classify_cell(h)]
     last_definition: dict[str, Statement] = {}
@@ -215,151 +219,10 @@ def _strip_ipython(cell: str, line_offset: int = 0) -> tuple[str, list[str]]:
 
 # -- scoping --------------------------------------------------------------------------------
 
-def _free_globals(source: str, what: str) -> set[str]:
-    """Global names a piece of module-level code reads but does not itself bind."""
-    try:
-        table = symtable.symtable(source, "<cell>", "exec")
-    except SyntaxError:
-        _parse(source, what)  # raises with a good message
-        raise
-    bound = {s.get_name() for s in table.get_symbols() if s.is_local()}
-    used = {s.get_name() for s in table.get_symbols() if s.is_referenced() and not s.is_local()}
-
-    def visit(t: symtable.SymbolTable) -> None:
-        for sym in t.get_symbols():
-            if sym.is_global() and sym.is_referenced():
-                used.add(sym.get_name())
-        for child in t.get_children():
-            visit(child)
-
-    for child in table.get_children():
-        visit(child)
-    return used - bound
-
-
-class _ReadBeforeBound(ast.NodeVisitor):
-    """Module-level names read before the code itself binds them, in evaluation order
-    (``x = x / 255.0`` reads ``x`` from an earlier cell). Function and class bodies run
-    later or in their own scope and are not entered; comprehension variables are local."""
-
-    def __init__(self) -> None:
-        self.bound: set[str] = set()
-        self.early: set[str] = set()
-        self.local: list[set[str]] = []
-
-    def _read(self, name: str) -> None:
-        if name not in self.bound and not any(name in scope for scope in self.local):
-            self.early.add(name)
-
-    def visit_Name(self, node: ast.Name) -> None:
-        if isinstance(node.ctx, ast.Load):
-            self._read(node.id)
-        else:
-            self.bound.add(node.id)
-
-    def visit_Assign(self, node: ast.Assign) -> None:
-        self.visit(node.value)
-        for target in node.targets:
-            self.visit(target)
-
-    def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
-        if node.value is not None:
-            self.visit(node.value)
-        self.visit(node.target)
-
-    def visit_AugAssign(self, node: ast.AugAssign) -> None:
-        if isinstance(node.target, ast.Name):
-            self._read(node.target.id)
-            self.visit(node.value)
-            self.bound.add(node.target.id)
-        else:
-            self.visit(node.value)
-            self.visit(node.target)
-
-    def visit_NamedExpr(self, node: ast.NamedExpr) -> None:
-        self.visit(node.value)
-        self.visit(node.target)
-
-    def visit_For(self, node: ast.For | ast.AsyncFor) -> None:
-        self.visit(node.iter)
-        self.visit(node.target)
-        for stmt in node.body + node.orelse:
-            self.visit(stmt)
-
-    visit_AsyncFor = visit_For
-
-    def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
-        for expr in node.decorator_list + node.args.defaults + [d for d in node.args.kw_defaults if d]:
-            self.visit(expr)
-        self.bound.add(node.name)
-
-    visit_AsyncFunctionDef = visit_FunctionDef
-
-    def visit_Lambda(self, node: ast.Lambda) -> None:
-        for expr in node.args.defaults + [d for d in node.args.kw_defaults if d]:
-            self.visit(expr)
-
-    def visit_ClassDef(self, node: ast.ClassDef) -> None:
-        for expr in node.decorator_list + node.bases + [k.value for k in node.keywords]:
-            self.visit(expr)
-        self.bound.add(node.name)
-
-    def visit_Import(self, node: ast.Import | ast.ImportFrom) -> None:
-        for alias in node.names:
-            if alias.name != "*":
-                self.bound.add(alias.asname or alias.name.split(".")[0])
-
-    visit_ImportFrom = visit_Import
-
-    def visit_ExceptHandler(self, node: ast.ExceptHandler) -> None:
-        if node.type is not None:
-            self.visit(node.type)
-        if node.name:
-            self.bound.add(node.name)
-        for stmt in node.body:
-            self.visit(stmt)
-
-    def _comprehension(self, node: ast.AST, *results: ast.AST) -> None:
-        generators: list[ast.comprehension] = node.generators  # type: ignore[attr-defined]
-        scope = {n.id for g in generators for n in ast.walk(g.target) if isinstance(n, ast.Name)}
-        self.visit(generators[0].iter)  # evaluated in the enclosing scope
-        self.local.append(scope)
-        for i, gen in enumerate(generators):
-            if i:
-                self.visit(gen.iter)
-            for cond in gen.ifs:
-                self.visit(cond)
-        for result in results:
-            self.visit(result)
-        self.local.pop()
-
-    def visit_ListComp(self, node: ast.ListComp) -> None:
-        self._comprehension(node, node.elt)
-
-    visit_SetComp = visit_ListComp
-    visit_GeneratorExp = visit_ListComp
-
-    def visit_DictComp(self, node: ast.DictComp) -> None:
-        self._comprehension(node, node.key, node.value)
-
-
-def _read_before_bound(source: str) -> set[str]:
-    """Names the code binds at module level but reads before binding them."""
-    visitor = _ReadBeforeBound()
-    for stmt in ast.parse(source).body:
-        visitor.visit(stmt)
-    return visitor.early & _bound_names(source)
-
-
 def _self_referential(stmt: Statement) -> bool:
     """A constant defined from its own earlier value (``N = N * 2``): its source alone
     cannot recreate it."""
     return stmt.kind == "constant" and bool(stmt.uses & stmt.defines)
-
-
-def _bound_names(source: str) -> set[str]:
-    table = symtable.symtable(source, "<cell>", "exec")
-    return {s.get_name() for s in table.get_symbols() if s.is_local()}
 
 
 # -- earlier cells --------------------------------------------------------------------------
@@ -428,9 +291,9 @@ def classify_cell(cell: HistoryCell) -> list[Statement]:
         start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
         text = "\n".join(lines[start - 1:node.end_lineno])
         try:
-            defines = frozenset(_bound_names(text))
-            uses = frozenset(_free_globals(text, f"cell [{cell.number}]"))
-        except (SyntaxError, ProgramError):
+            defines = frozenset(bound_names(text))
+            uses = frozenset(free_globals(text))
+        except SyntaxError:
             # A statement that parses only in its cell's context (e.g. `return` misuse):
             # it cannot be shipped as code; its names count as run-time values.
             defines, uses, kind = frozenset(), frozenset(), "runtime"

@@ -164,6 +164,11 @@ class JobRecord:
         return (self.ended or time.time()) - self.started
 
 
+def _escape_like(text: str) -> str:
+    """``text`` for a LIKE pattern with ESCAPE '\\': its %, _ and \\ match themselves."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def _row_to_job(row: sqlite3.Row, replicas: tuple[ReplicaRecord, ...]) -> JobRecord:
     return JobRecord(
         id=row["id"], name=row["name"], status=row["status"], backend=row["backend"],
@@ -326,7 +331,7 @@ class Store:
             if exact:
                 return self.get_job(exact["id"])
             named = db.execute("SELECT id FROM jobs WHERE name=? ORDER BY created", (ref,)).fetchall()
-            escaped = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            escaped = _escape_like(ref)
             prefixed = db.execute("SELECT id FROM jobs WHERE id LIKE ? ESCAPE '\\' ORDER BY created",
                                   (escaped + "%",)).fetchall()
         if len(named) == 1:
@@ -362,7 +367,7 @@ class Store:
             where.append("backend=?")
             args.append(backend)
         if name:
-            escaped = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            escaped = _escape_like(name)
             where.append("name LIKE ? ESCAPE '\\'")
             args.append(f"%{escaped}%")
         query = "SELECT id, status FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
@@ -494,7 +499,7 @@ class Store:
             exact = db.execute("SELECT id FROM batches WHERE id=?", (ref,)).fetchone()
             named = db.execute("SELECT id FROM batches WHERE name=? ORDER BY created DESC",
                                (ref,)).fetchall()
-            escaped = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            escaped = _escape_like(ref)
             prefixed = db.execute("SELECT id FROM batches WHERE id LIKE ? ESCAPE '\\'",
                                   (escaped + "%",)).fetchall() if ref else []
         if exact:

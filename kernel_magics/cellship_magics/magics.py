@@ -95,14 +95,9 @@ def _with_batch_options(func: Callable) -> Callable:
 
 
 def _print_batch_event(kind: str, run: Any, batch: Any) -> None:
-    from cellship.sweep.api import describe_params
+    from cellship.sweep.api import describe_event
 
-    where = f"run {run.index + 1}/{len(batch.runs)} ({describe_params(run.parameters)})"
-    if kind == "started":
-        print(f"started {where}", flush=True)
-    else:
-        took = f" in {run.duration:.1f} s" if run.duration is not None else ""
-        print(f"{where} {run.status}{took}" + (f": {run.error}" if run.error else ""), flush=True)
+    print(describe_event(kind, run, batch), flush=True)
 
 
 @magics_class

@@ -402,3 +402,9 @@ def test_program_from_script_with_future_import_compiles():
 def test_unicode_line_separator_inside_a_string_is_kept():
     program = build_program('s = "a\u2028b"\n', (), None)
     compile(program.source, "program.py", "exec")
+
+
+def test_code_the_compiler_refuses_is_a_program_error_with_the_cell_line():
+    # ast accepts it, symtable (the compiler) does not: still a sentence, not a traceback.
+    with pytest.raises(ProgramError, match="line 3 of the cell: .*nonlocal declaration"):
+        build_program("x = 1\nnonlocal x\n", (), None, line_offset=1)

@@ -35,6 +35,15 @@ def describe_params(parameters: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={_fmt(v)}" for k, v in parameters.items()) or "no parameters"
 
 
+def describe_event(kind: str, run: RunRecord, batch: BatchRecord) -> str:
+    """One line on a run starting or ending, as the CLI and ``%batch`` print it."""
+    where = f"run {run.index + 1}/{len(batch.runs)} ({describe_params(run.parameters)})"
+    if kind == "started":
+        return f"started {where}"
+    took = f" in {run.duration:.1f} s" if run.duration is not None else ""
+    return f"{where} {run.status}{took}" + (f": {run.error}" if run.error else "")
+
+
 class Batch:
     """A handle on one batch: its record in the store."""
 
