@@ -21,6 +21,7 @@ from typing import Any, Iterator, Mapping
 from .errors import JobNotFound, StoreError
 
 SCHEMA_VERSION = 2  # 2: batches and runs (additive: a version-1 store upgrades in place)
+_OPEN_TIMEOUT_S = 30.0  # how long opening waits for another process creating the store
 
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 JOB_STATUSES = ("pending", "running", "succeeded", "failed", "cancelled")
@@ -262,20 +263,40 @@ class Store:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with self._connect() as db:
-                version = db.execute("PRAGMA user_version").fetchone()[0]
-                if version > SCHEMA_VERSION:
-                    raise StoreError(
-                        f"The job store {self.path} was written by a newer cellship "
-                        f"(schema {version} > {SCHEMA_VERSION}); upgrade cellship, or set "
-                        "CELLSHIP_HOME to another directory.")
+        deadline = time.monotonic() + _OPEN_TIMEOUT_S
+        while True:
+            try:
+                self._initialise()
+                return
+            except StoreError:
+                raise
+            except sqlite3.OperationalError as err:
+                # Switching a fresh database to WAL needs an exclusive lock, and SQLite
+                # answers "database is locked" at once (without its busy handler) when
+                # another process opens the same new file at that moment: retry briefly.
+                if "locked" in str(err) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
+                raise StoreError(f"The job store {self.path} cannot be opened ({err}); move "
+                                 "it away or set CELLSHIP_HOME to another directory.") from err
+            except sqlite3.DatabaseError as err:
+                raise StoreError(f"The job store {self.path} cannot be opened ({err}); move "
+                                 "it away or set CELLSHIP_HOME to another directory.") from err
+
+    def _initialise(self) -> None:
+        """Check the schema version, switch to WAL once, create missing tables."""
+        with self._connect() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"The job store {self.path} was written by a newer cellship "
+                    f"(schema {version} > {SCHEMA_VERSION}); upgrade cellship, or set "
+                    "CELLSHIP_HOME to another directory.")
+            if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                 db.execute("PRAGMA journal_mode=WAL")
+            if version != SCHEMA_VERSION:
                 db.executescript(_SCHEMA)
                 db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        except sqlite3.DatabaseError as err:
-            raise StoreError(f"The job store {self.path} cannot be opened ({err}); move it "
-                             "away or set CELLSHIP_HOME to another directory.") from err
 
     @classmethod
     def default(cls) -> "Store":

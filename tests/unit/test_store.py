@@ -276,3 +276,32 @@ def test_transition_to_an_unknown_status_is_refused(store):
     store.create_job(record("j1"))
     with pytest.raises(ValueError, match="unknown job status 'bogus'"):
         store.transition("j1", "bogus")
+
+
+
+def _open_store_together(path: str, barrier, results) -> None:
+    from cellship.store import Store
+    barrier.wait()
+    try:
+        Store(path)
+        results.put("ok")
+    except Exception as err:  # reported to the parent, which asserts on it
+        results.put(repr(err))
+
+
+def test_many_processes_creating_the_same_store_at_once_all_succeed(tmp_path: Path) -> None:
+    """CI once saw "database is locked" when a server and a test created one store together."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    for attempt in range(5):
+        path = str(tmp_path / f"race{attempt}" / "cellship.db")
+        barrier, results = ctx.Barrier(8), ctx.Queue()
+        procs = [ctx.Process(target=_open_store_together, args=(path, barrier, results))
+                 for _ in range(8)]
+        for proc in procs:
+            proc.start()
+        outcomes = [results.get(timeout=60) for _ in procs]
+        for proc in procs:
+            proc.join(timeout=30)
+        assert outcomes == ["ok"] * 8
