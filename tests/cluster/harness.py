@@ -1,0 +1,519 @@
+"""A real single-node Kubernetes for the cluster tier, booted from Debian's packages.
+
+etcd, kube-apiserver, kube-controller-manager, kube-scheduler and a kubelet over containerd
+and runc, a CNI bridge on a private subnet and dnsmasq as cluster DNS: the programs a
+production cluster runs, on loopback and a bridge this run creates. The recipe and every
+flag's reason are in ../shared/notes/local-kubernetes.md. The control plane and kubelet
+come from ``build-kubernetes.sh`` (Debian's kubernetes source, built once and cached).
+
+Everything the cluster writes lives under one work directory (plus the fixed paths the
+kubelet insists on, cleaned in ``stop``); ``stop`` runs even after a failed boot and
+leaves no process, mount, network namespace, cgroup or bridge behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .dns import ClusterDNS
+from .pki import make_pki
+
+HERE = Path(__file__).resolve().parent
+BRIDGE = "cellshipk8s0"
+SUBNET = "10.77.0.0/24"
+GATEWAY = "10.77.0.1"
+SERVICE_RANGE = "10.0.0.0/24"
+PAUSE_REF = "cellship.test/pause:3.4"
+ADMIN_TOKEN_USER = "admin"
+CONTEXT = "cellship-test"
+KUBELET_FIXED_DIRS = (Path("/var/lib/kubelet"), Path("/var/log/pods"), Path("/var/log/containers"))
+SYSTEM_PATH = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
+
+
+class ClusterError(RuntimeError):
+    """The test cluster could not boot; the message names the component and its log."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def build_binaries() -> Path:
+    """The cached directory of the Kubernetes binaries (built on first use, 13-17 min)."""
+    out = subprocess.run(["bash", str(HERE / "build-kubernetes.sh")], check=True,
+                         stdout=subprocess.PIPE, text=True).stdout.strip().splitlines()
+    return Path(out[-1])
+
+
+def missing_prerequisites() -> str | None:
+    """Why the cluster cannot boot here (None when it can)."""
+    if os.geteuid() != 0:
+        return "the cluster tier runs as root (kubelet, containerd, network namespaces)"
+    for tool in ("etcd", "containerd", "ctr", "runc", "dnsmasq", "umoci", "openssl", "ip"):
+        if shutil.which(tool, path=SYSTEM_PATH) is None:
+            return f"{tool} is missing: run tests/cluster/build-kubernetes.sh (apt-get installs it)"
+    if not Path("/usr/lib/cni/bridge").exists():
+        return "CNI plugins missing (Debian containernetworking-plugins)"
+    return None
+
+
+@dataclass
+class LocalCluster:
+    """One booted cluster. ``start()``/``stop()``, or use it as a context manager."""
+
+    binaries: Path
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="cellship-k8s-")))
+    rbac: bool = False
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    dns: ClusterDNS | None = None
+    api_port: int = 0
+    token: str = ""
+
+    # -- paths -------------------------------------------------------------------------
+    @property
+    def kubeconfig(self) -> Path:
+        return self.workdir / "kubeconfig"
+
+    @property
+    def context(self) -> str:
+        return CONTEXT
+
+    @property
+    def run_dir(self) -> Path:
+        """containerd's state and socket: a short path (unix sockets allow 108 bytes)."""
+        return Path("/run") / f"cellship-k8s-{self.workdir.name[-8:]}"
+
+    @property
+    def containerd_socket(self) -> Path:
+        return self.run_dir / "containerd.sock"
+
+    def log(self, name: str) -> Path:
+        return self.workdir / "logs" / f"{name}.log"
+
+    # -- boot ----------------------------------------------------------------------------
+    def __enter__(self) -> "LocalCluster":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self, timeout: float = 120.0) -> None:
+        try:
+            self._start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, timeout: float) -> None:
+        (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
+        pki = self.workdir / "pki"
+        make_pki(pki)
+        self.token = os.urandom(16).hex()
+        self._write_tokens(pki)
+        self.api_port = free_port()
+        self._write_kubeconfigs(pki)
+        etcd_client, etcd_peer = free_port(), free_port()
+        self._spawn("etcd", ["etcd", "--data-dir", str(self.workdir / "etcd"),
+                             "--listen-client-urls", f"http://127.0.0.1:{etcd_client}",
+                             "--advertise-client-urls", f"http://127.0.0.1:{etcd_client}",
+                             "--listen-peer-urls", f"http://127.0.0.1:{etcd_peer}",
+                             "--initial-advertise-peer-urls", f"http://127.0.0.1:{etcd_peer}",
+                             "--initial-cluster", f"default=http://127.0.0.1:{etcd_peer}",
+                             ])
+        self._spawn("kube-apiserver", self._apiserver_args(pki, etcd_client))
+        self._wait("the apiserver to answer /readyz", timeout, self._api_ready, "kube-apiserver")
+        self._spawn("kube-controller-manager", [
+            str(self.binaries / "kube-controller-manager"),
+            "--kubeconfig", str(self.workdir / "admin.kubeconfig"),
+            "--leader-elect=false", "--bind-address=127.0.0.1", "--port=0",
+            "--secure-port=0",
+            "--service-account-private-key-file", str(pki / "sa.key"),
+            "--root-ca-file", str(pki / "ca.crt"), "--use-service-account-credentials=false",
+            "--controllers=*,-nodeipam,-cloud-node-lifecycle,-route,-service",
+            "--node-monitor-grace-period=20s", "--pod-eviction-timeout=30s"])
+        self._spawn("kube-scheduler", [
+            str(self.binaries / "kube-scheduler"),
+            "--kubeconfig", str(self.workdir / "admin.kubeconfig"),
+            "--leader-elect=false", "--bind-address=127.0.0.1", "--port=0", "--secure-port=0"])
+        self._network()
+        self._start_containerd(timeout)
+        self._import_pause()
+        self._start_kubelet()
+        self.dns = ClusterDNS(self.workdir / "dns", GATEWAY, self.core_api, self.log("dnsmasq"))
+        self._wait("the node to be Ready", timeout, self._node_ready, "kubelet")
+        self._wait("the default ServiceAccount", timeout,
+                   lambda: self.kubectl("get", "serviceaccount", "default",
+                                        check=False).returncode == 0,
+                   "kube-controller-manager")
+
+    def _write_tokens(self, pki: Path) -> None:
+        lines = [f"{self.token},{ADMIN_TOKEN_USER},uid-admin,system:masters"]
+        (pki / "tokens.csv").write_text("\n".join(lines) + "\n")
+
+    def add_token(self, user: str, groups: str = "") -> str:
+        """A bearer token for ``user`` (RBAC tests); the apiserver reads the token file at
+        start only, so call before ``start``... or restart the apiserver."""
+        token = os.urandom(16).hex()
+        with (self.workdir / "pki" / "tokens.csv").open("a") as handle:
+            handle.write(f'{token},{user},uid-{user},"{groups}"\n')
+        return token
+
+    def _kubeconfig_text(self, pki: Path, token: str, user: str) -> str:
+        return json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": CONTEXT,
+            "clusters": [{"name": CONTEXT, "cluster": {
+                "server": f"https://127.0.0.1:{self.api_port}",
+                "certificate-authority": str(pki / "ca.crt")}}],
+            "users": [{"name": user, "user": {"token": token}}],
+            "contexts": [{"name": CONTEXT, "context": {"cluster": CONTEXT, "user": user,
+                                                       "namespace": "default"}}]})
+
+    def _write_kubeconfigs(self, pki: Path) -> None:
+        text = self._kubeconfig_text(pki, self.token, ADMIN_TOKEN_USER)
+        for name in ("kubeconfig", "admin.kubeconfig"):
+            (self.workdir / name).write_text(text)
+            (self.workdir / name).chmod(0o600)
+
+    def kubeconfig_for(self, token: str, user: str) -> Path:
+        path = self.workdir / f"{user}.kubeconfig"
+        path.write_text(self._kubeconfig_text(self.workdir / "pki", token, user))
+        return path
+
+    def _apiserver_args(self, pki: Path, etcd_client: int) -> list[str]:
+        return [str(self.binaries / "kube-apiserver"),
+                "--etcd-servers", f"http://127.0.0.1:{etcd_client}",
+                "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+                "--secure-port", str(self.api_port),
+                "--tls-cert-file", str(pki / "apiserver.crt"),
+                "--tls-private-key-file", str(pki / "apiserver.key"),
+                "--client-ca-file", str(pki / "ca.crt"),
+                "--token-auth-file", str(pki / "tokens.csv"),
+                "--authorization-mode", "RBAC" if self.rbac else "AlwaysAllow",
+                "--service-account-issuer=https://kubernetes.default.svc",
+                "--service-account-signing-key-file", str(pki / "sa.key"),
+                "--service-account-key-file", str(pki / "sa.pub"),
+                "--service-cluster-ip-range", SERVICE_RANGE,
+                "--endpoint-reconciler-type=none",
+                "--kubelet-preferred-address-types=Hostname,InternalIP",
+                "--allow-privileged=false", "--profiling=false"]
+
+    def restart_apiserver(self, downtime: float = 2.0, timeout: float = 60.0) -> None:
+        """Stop the apiserver, wait ``downtime`` seconds, start it again (reconnect tests)."""
+        process = self.processes.pop("kube-apiserver")
+        args = process.args
+        _terminate(process)
+        time.sleep(downtime)
+        self._spawn("kube-apiserver", list(args))
+        self._wait("the apiserver to answer /readyz again", timeout, self._api_ready,
+                   "kube-apiserver")
+
+    def _network(self) -> None:
+        """The bridge exists before any pod so dnsmasq can listen on its gateway address."""
+        ip = ["ip"]
+        if subprocess.run(ip + ["link", "show", BRIDGE], capture_output=True).returncode != 0:
+            subprocess.run(ip + ["link", "add", BRIDGE, "type", "bridge"], check=True)
+            subprocess.run(ip + ["addr", "add", f"{GATEWAY}/24", "dev", BRIDGE], check=True)
+        subprocess.run(ip + ["link", "set", BRIDGE, "up"], check=True)
+        cni = self.workdir / "cni"
+        cni.mkdir(exist_ok=True)
+        (cni / "10-cellship.conflist").write_text(json.dumps({
+            "cniVersion": "0.4.0", "name": "cellship-test",
+            "plugins": [{"type": "bridge", "bridge": BRIDGE, "isGateway": True,
+                         "ipMasq": False, "hairpinMode": True,
+                         "ipam": {"type": "host-local",
+                                  "ranges": [[{"subnet": SUBNET, "gateway": GATEWAY}]],
+                                  "dataDir": str(self.workdir / "cni-ipam")}}]}))
+
+    def _start_containerd(self, timeout: float) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        config = self.workdir / "containerd.toml"
+        cri = 'plugins."io.containerd.grpc.v1.cri"'
+        config.write_text(f"""version = 2
+root = "{self.workdir / 'containerd'}"
+state = "{self.run_dir / 'state'}"
+disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
+                    "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]
+[grpc]
+  address = "{self.containerd_socket}"
+[{cri}]
+  sandbox_image = "{PAUSE_REF}"
+  restrict_oom_score_adj = true
+  disable_apparmor = true
+  enable_selinux = false
+[{cri}.containerd]
+  snapshotter = "overlayfs"
+  default_runtime_name = "runc"
+[{cri}.containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+[{cri}.containerd.runtimes.runc.options]
+  SystemdCgroup = false
+[{cri}.cni]
+  bin_dir = "/usr/lib/cni"
+  conf_dir = "{self.workdir / 'cni'}"
+""")
+        self._spawn("containerd", ["containerd", "--config", str(config)])
+        self._wait("containerd's socket", timeout,
+                   lambda: self.ctr("version", check=False).returncode == 0, "containerd")
+
+    def ctr(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run(["ctr", "--address", str(self.containerd_socket),
+                               "--namespace", "k8s.io", *args],
+                              capture_output=True, text=True, check=check)
+
+    def import_image(self, archive: Path, ref: str | None = None) -> None:
+        """Import an image archive into the node (pods use ``imagePullPolicy: Never``)."""
+        args = ["images", "import"]
+        if ref:
+            args += ["--base-name", ref.rsplit(":", 1)[0]]
+        result = self.ctr(*args, str(archive), check=False)
+        if result.returncode != 0:
+            raise ClusterError(f"ctr images import {archive} failed: {result.stderr.strip()}")
+
+    def _import_pause(self) -> None:
+        """The sandbox image, made here: the static pause binary in a one-layer OCI image."""
+        layout = self.workdir / "pause-oci"
+        bundle = self.workdir / "pause-bundle"
+        umoci = ["umoci"]
+        subprocess.run(umoci + ["init", "--layout", str(layout)], check=True, capture_output=True)
+        subprocess.run(umoci + ["new", "--image", f"{layout}:3.4"], check=True, capture_output=True)
+        subprocess.run(umoci + ["unpack", "--image", f"{layout}:3.4", str(bundle)], check=True,
+                       capture_output=True)
+        shutil.copy(self.binaries / "pause", bundle / "rootfs" / "pause")
+        subprocess.run(umoci + ["repack", "--image", f"{layout}:3.4", str(bundle)], check=True,
+                       capture_output=True)
+        subprocess.run(umoci + ["config", "--image", f"{layout}:3.4",
+                                "--config.entrypoint=/pause"], check=True, capture_output=True)
+        archive = self.workdir / "pause.tar"
+        subprocess.run(["tar", "-C", str(layout), "-cf", str(archive), "."], check=True)
+        self.import_image(archive, PAUSE_REF)
+        names = self.ctr("images", "ls", "-q").stdout.split()
+        if PAUSE_REF not in names:
+            raise ClusterError(f"the pause image was imported as {names}, not {PAUSE_REF}")
+
+    def _start_kubelet(self) -> None:
+        root = self.workdir / "kubelet"
+        root.mkdir(exist_ok=True)
+        self.kubelet_port = free_port()
+        self._spawn("kubelet", [
+            str(self.binaries / "kubelet"),
+            "--kubeconfig", str(self.workdir / "admin.kubeconfig"),
+            "--root-dir", str(root),
+            "--container-runtime=remote",
+            f"--container-runtime-endpoint=unix://{self.containerd_socket}",
+            f"--pod-infra-container-image={PAUSE_REF}",
+            "--cgroup-driver=cgroupfs", "--hostname-override=127.0.0.1",
+            "--address=127.0.0.1", "--port", str(self.kubelet_port),
+            "--healthz-bind-address=127.0.0.1", f"--healthz-port={free_port()}",
+            "--read-only-port=0", "--fail-swap-on=false", "--oom-score-adj=0",
+            "--make-iptables-util-chains=false", "--node-status-update-frequency=2s",
+            f"--cluster-dns={GATEWAY}", "--cluster-domain=cluster.local",
+            "--eviction-hard=memory.available<50Mi,nodefs.available<1%,imagefs.available<1%",
+            "--image-gc-high-threshold=100", "--image-gc-low-threshold=99",
+            "--serialize-image-pulls=false", "--sync-frequency=5s",
+            "--register-node=true", "--v=1"])
+
+    # -- readiness checks ---------------------------------------------------------------------
+    def core_api(self) -> Any:
+        from kubernetes import client, config
+
+        api_client = config.new_client_from_config(str(self.kubeconfig))
+        return client.CoreV1Api(api_client)
+
+    def kubectl(self, *args: str, check: bool = True, kubeconfig: Path | None = None,
+                input: str | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig or self.kubeconfig),
+                               *args], capture_output=True, text=True, check=check, input=input)
+
+    def _api_ready(self) -> bool:
+        return self.kubectl("get", "--raw", "/readyz", check=False).returncode == 0
+
+    def _node_ready(self) -> bool:
+        out = self.kubectl("get", "node", "127.0.0.1", "-o",
+                           "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
+                           check=False)
+        return out.returncode == 0 and out.stdout.strip() == "True"
+
+    def _wait(self, what: str, timeout: float, check: Callable[[], bool], component: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, process in self.processes.items():
+                if process.poll() is not None:
+                    raise ClusterError(f"{name} exited ({process.returncode}) while waiting "
+                                       f"for {what}:\n{_tail(self.log(name))}")
+            if check():
+                return
+            time.sleep(0.3)
+        raise ClusterError(f"timed out after {timeout:g}s waiting for {what}; "
+                           f"{component} log:\n{_tail(self.log(component))}")
+
+    def _spawn(self, name: str, args: list[str]) -> None:
+        log = self.log(name).open("ab")
+        self.processes[name] = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, env=dict(os.environ, PATH=SYSTEM_PATH))
+        log.close()
+
+    # -- teardown ---------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Everything down, in the order that leaves nothing behind; never raises."""
+        steps: list[Callable[[], None]] = [self._delete_pods, self._kill_containers]
+        for step in steps:
+            try:
+                step()
+            except Exception:
+                pass
+        for name in ("kubelet", "containerd", "kube-scheduler", "kube-controller-manager",
+                     "kube-apiserver", "etcd"):
+            process = self.processes.pop(name, None)
+            if process is not None:
+                _terminate(process)
+        self._kill_shims()
+        if self.dns is not None:
+            self.dns.stop()
+            self.dns = None
+        for name, process in list(self.processes.items()):
+            _terminate(process)
+            self.processes.pop(name)
+        self._unmount_under(self.workdir, self.run_dir, *KUBELET_FIXED_DIRS)
+        self._remove_netns()
+        self._remove_cgroups()
+        subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True)
+        for path in (self.run_dir, self.workdir, *KUBELET_FIXED_DIRS):
+            shutil.rmtree(path, ignore_errors=True)
+
+    def _delete_pods(self) -> None:
+        if "kube-apiserver" not in self.processes or "kubelet" not in self.processes:
+            return
+        self.kubectl("delete", "pods", "--all", "--all-namespaces", "--grace-period=0",
+                     "--force", "--wait=true", "--timeout=30s", check=False)
+
+    def _kill_containers(self) -> None:
+        if "containerd" not in self.processes:
+            return
+        for task in self.ctr("tasks", "ls", "-q", check=False).stdout.split():
+            self.ctr("tasks", "kill", "-s", "SIGKILL", task, check=False)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and self.ctr("tasks", "ls", "-q", check=False).stdout.strip():
+            for task in self.ctr("tasks", "ls", "-q", check=False).stdout.split():
+                self.ctr("tasks", "rm", "-f", task, check=False)
+            time.sleep(0.2)
+        for container in self.ctr("containers", "ls", "-q", check=False).stdout.split():
+            self.ctr("containers", "rm", container, check=False)
+
+    def _kill_shims(self) -> None:
+        """containerd-shim-runc-v2 daemonizes away from containerd: find ours by socket."""
+        marker = str(self.containerd_socket).encode()
+        for pid in _pids():
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"containerd-shim" in cmdline and marker in cmdline:
+                _kill(pid)
+
+    def _unmount_under(self, *roots: Path) -> None:
+        prefixes = tuple(str(r) + "/" for r in roots) + tuple(str(r) for r in roots)
+        for _ in range(3):
+            mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+            ours = sorted((m for m in mounts if m.startswith(prefixes) or m in prefixes),
+                          key=len, reverse=True)
+            if not ours:
+                return
+            for mount in ours:
+                subprocess.run(["umount", "-l", mount], capture_output=True)
+
+    def _remove_netns(self) -> None:
+        """containerd's CRI names pod network namespaces ``cni-<uuid>`` under /run/netns."""
+        netns = Path("/run/netns")
+        if not netns.is_dir():
+            return
+        for entry in netns.iterdir():
+            if entry.name.startswith("cni-") and self._netns_is_ours(entry):
+                subprocess.run(["umount", str(entry)], capture_output=True)
+                entry.unlink(missing_ok=True)
+
+    def _netns_is_ours(self, entry: Path) -> bool:
+        """Ours when it holds an address on our subnet (or nothing at all: a dead pod's)."""
+        out = subprocess.run(["ip", "-n", entry.name, "-o", "addr"], capture_output=True,
+                             text=True).stdout
+        return "10.77.0." in out or "eth0" not in out
+
+    def _remove_cgroups(self) -> None:
+        """The kubelet's cgroupfs driver makes ``kubepods`` in every v1 hierarchy."""
+        root = Path("/sys/fs/cgroup")
+        for hierarchy in root.iterdir() if root.is_dir() else ():
+            base = hierarchy / "kubepods"
+            if not base.is_dir():
+                continue
+            for directory in sorted((p for p in base.rglob("*") if p.is_dir()),
+                                    key=lambda p: len(p.parts), reverse=True) + [base]:
+                try:
+                    for pid in (directory / "cgroup.procs").read_text().split():
+                        _kill(int(pid))
+                    directory.rmdir()
+                except OSError:
+                    pass
+
+
+def _pids() -> list[int]:
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def _terminate(process: subprocess.Popen, grace: float = 10.0) -> None:
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+        except OSError:
+            process.terminate()
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except OSError:
+                process.kill()
+            process.wait(timeout=10)
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def main() -> None:
+    """``python -m tests.cluster.harness``: boot a cluster, print how to use it, keep it up
+    until Ctrl-C (for trying cellship by hand against a real cluster)."""
+    cluster = LocalCluster(build_binaries())
+    try:
+        cluster.start()
+        print(f"cluster up: export KUBECONFIG={cluster.kubeconfig}", flush=True)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    finally:
+        cluster.stop()
+
+
+if __name__ == "__main__":
+    main()

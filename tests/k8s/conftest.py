@@ -1,0 +1,91 @@
+"""The cluster tier: a real single-node Kubernetes (tests/cluster/harness.py), booted once
+per session, with the training image (python3 + TensorFlow + papermill + cellship, built
+by cellship's own image code: tests/cluster/image.py) imported into its node.
+
+Every test of this tier is marked ``k8s`` (heavy; CI runs it). The session's KUBECONFIG
+points at the cluster, so cellship's KubeClient finds it as a user's kubectl would.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.cluster.harness import LocalCluster, build_binaries, missing_prerequisites
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.k8s)
+
+
+@dataclass
+class Cluster:
+    """What tests get: the running cluster, how to reach it, the image pods run."""
+
+    local: LocalCluster
+    image: str
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.local.kubeconfig
+
+    @property
+    def context(self) -> str:
+        return self.local.context
+
+    def kubectl(self, *args: str, check: bool = True, **kwargs):
+        return self.local.kubectl(*args, check=check, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    why = missing_prerequisites()
+    if why is not None and os.geteuid() != 0:
+        pytest.skip(why)
+    assert why is None, why
+    from tests.cluster.image import training_image_archive
+
+    binaries = build_binaries()
+    archive, ref = training_image_archive()
+    local = LocalCluster(binaries)
+    atexit.register(local.stop)  # also when the session dies before its finalizers
+    local.start()
+    previous = os.environ.get("KUBECONFIG")
+    os.environ["KUBECONFIG"] = str(local.kubeconfig)
+    try:
+        local.import_image(archive, ref)
+        yield Cluster(local, ref)
+    finally:
+        if previous is None:
+            os.environ.pop("KUBECONFIG", None)
+        else:
+            os.environ["KUBECONFIG"] = previous
+        local.stop()
+        atexit.unregister(local.stop)
+
+
+@pytest.fixture
+def namespace(cluster: Cluster) -> Iterator[str]:
+    """A fresh namespace per test, deleted (and waited for) afterwards."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    cluster.kubectl("create", "namespace", name)
+    deadline = time.monotonic() + 30  # pods are refused until its ServiceAccount exists
+    while cluster.kubectl("get", "serviceaccount", "default", "-n", name,
+                          check=False).returncode != 0:
+        assert time.monotonic() < deadline, f"namespace {name} got no default ServiceAccount"
+        time.sleep(0.2)
+    try:
+        yield name
+    finally:
+        cluster.kubectl("delete", "namespace", name, "--wait=true", "--timeout=90s",
+                        check=False)
