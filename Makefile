@@ -20,7 +20,7 @@ LABEXT := $(VENV)/share/jupyter/labextensions/cellship/package.json
 LAB_SOURCES := $(wildcard extension/src/*.ts extension/style/* extension/schema/*.json) \
 	extension/package.json extension/tsconfig.json
 
-.PHONY: setup system-deps demo test test-unit clean
+.PHONY: setup system-deps cluster-deps demo test test-unit clean
 
 setup: $(STAMP) $(LABEXT)
 
@@ -55,6 +55,15 @@ system-deps:
 		$$sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q --no-install-recommends $$missing; \
 	fi
 
+# The cluster tier (tests/k8s) boots a real Kubernetes built from Debian's source package and
+# runs pods from an image cellship's own builder makes. Both are built once per machine and
+# cached under ~/.cache/cellship (first time: ~8 min for Kubernetes, a few minutes for the
+# image); done here, not inside a test, so no test timeout covers a build.
+cluster-deps: setup
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		bash tests/cluster/build-kubernetes.sh && $(PY) -m tests.cluster.image; \
+	else echo "cluster-deps: the cluster tier needs root and apt-get; tests/k8s will skip"; fi
+
 demo: setup
 	mkdir -p build/demo
 	$(PY) -m papermill notebooks/01-distributed-training.ipynb build/demo/01-distributed-training.ipynb \
@@ -63,7 +72,7 @@ demo: setup
 		--cwd build/demo --log-output --no-progress-bar
 	@echo "executed notebooks: build/demo/01-distributed-training.ipynb, build/demo/02-serve.ipynb"
 
-test: setup system-deps
+test: setup system-deps cluster-deps
 	$(PY) -m pytest -ra
 
 test-unit: setup

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 from .backends import get_backend
 from .backends.base import Backend
-from .errors import CellshipError, JobFailed
+from .errors import CellshipError, JobFailed, UsageError
 from .logstream import LogLine, traceback_tail  # noqa: F401 - LogLine re-exported
 from .metrics import MetricsBuffer, ScalarPoint, decode_relay, is_relay
 from .program import HistoryCell, Program, build_program, program_from_script
@@ -225,10 +225,12 @@ def get_job(ref: str, store: Store | None = None) -> Job:
     return Job(record, get_backend(record.backend, store))
 
 
-def jobs(status: str | None = None, limit: int | None = None, store: Store | None = None) -> list[Job]:
-    """Jobs in the store, newest first."""
+def jobs(status: str | None = None, limit: int | None = None, store: Store | None = None,
+         backend: str | None = None) -> list[Job]:
+    """Jobs in the store, newest first (only those of ``backend`` when given)."""
     store = _store(store)
-    return [Job(r, get_backend(r.backend, store)) for r in store.list_jobs(status=status, limit=limit)]
+    return [Job(r, get_backend(r.backend, store))
+            for r in store.list_jobs(status=status, limit=limit, backend=backend)]
 
 
 def make_spec(*, workers: int = 1, ps: int = 0, gpus: int = 0, name: str | None = None,
@@ -253,11 +255,37 @@ def last_job() -> Job | None:
     return _last_job
 
 
+def backend_extra(spec: JobSpec, kubernetes: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The backend-specific sections stored with a job beside its JobSpec: for the
+    kubernetes backend, ``{"kubernetes": options}`` with ``$CELLSHIP_K8S_*`` defaults
+    filled in; Kubernetes options for another backend are refused, not ignored."""
+    from .k8s import flags as k8s_flags
+
+    options = k8s_flags.resolve(_options_dict(kubernetes), spec.backend)
+    return {} if options is None else {k8s_flags.BACKEND: options}
+
+
+def _options_dict(kubernetes: Any) -> dict[str, Any] | None:
+    """``kubernetes=`` may be a dict or a KubernetesOptions (whole: every field counts)."""
+    if kubernetes is None or isinstance(kubernetes, Mapping):
+        return None if kubernetes is None else dict(kubernetes)
+    to_dict = getattr(kubernetes, "to_dict", None)
+    if to_dict is None:
+        raise UsageError(f"kubernetes= must be a dict of Kubernetes options (e.g. "
+                         f"{{'image': 'tensorflow/tensorflow:2.16.1'}}), got "
+                         f"{type(kubernetes).__name__}.")
+    return to_dict()
+
+
 def submit_program(spec: JobSpec, program: Program, *, detached: bool = False,
-                   source: str | None = None, store: Store | None = None) -> Job:
+                   source: str | None = None, store: Store | None = None,
+                   kubernetes: Mapping[str, Any] | None = None) -> Job:
+    """Submit a built program. ``kubernetes`` are the options of ``--backend kubernetes``
+    (namespace, image, ...: see cellship.k8s.options), stored as ``spec["kubernetes"]``."""
     global _last_job
+    extra = backend_extra(spec, kubernetes)
     backend = get_backend(spec.backend, _store(store))
-    record = backend.submit(spec, program, detached=detached, source=source)
+    record = backend.submit(spec, program, detached=detached, source=source, extra=extra or None)
     _last_job = Job(record, backend)
     return _last_job
 
@@ -270,36 +298,41 @@ def submit(code: str, *, history: Sequence[HistoryCell] | Sequence[str] = (),
     ``history`` are earlier cells (strings or HistoryCell) the code may draw definitions
     from; ``namespace`` the variables those cells made (for ``ship=[...]`` and checks).
     Options are those of ``%%train``: workers, ps, gpus, name, backend, env, timeout,
-    startup_timeout, max_restarts, ship.
+    startup_timeout, max_restarts, ship; with ``backend="kubernetes"`` also
+    ``kubernetes={"image": ..., "namespace": ...}`` (the keys of KubernetesOptions).
     """
+    kubernetes = options.pop("kubernetes", None)
     spec = make_spec(**options)
     cells = [h if isinstance(h, HistoryCell) else HistoryCell(i + 1, h) for i, h in enumerate(history)]
     program = build_program(code, cells, namespace, spec.ship)
-    return submit_program(spec, program, detached=detached, source=source, store=store)
+    return submit_program(spec, program, detached=detached, source=source, store=store,
+                          kubernetes=kubernetes)
 
 
 def submit_script(path: str | Path, *, store: Store | None = None, detached: bool = False,
                   **options: Any) -> Job:
     """Run a Python script as a job (``cellship train FILE.py``)."""
-    from .errors import UsageError
-
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as err:
         raise UsageError(f"Cannot read {path}: {err.strerror}.") from None
+    kubernetes = options.pop("kubernetes", None)
     spec = make_spec(**options)
     return submit_program(spec, program_from_script(text, str(path)), detached=detached,
-                          source=str(path.resolve()), store=store)
+                          source=str(path.resolve()), store=store, kubernetes=kubernetes)
 
 
-def dry_run_text(spec: JobSpec, program: Program) -> str:
-    """What ``--dry-run`` prints: the program every replica runs and each TF_CONFIG.
+def dry_run_text(spec: JobSpec, program: Program,
+                 kubernetes: Mapping[str, Any] | None = None) -> str:
+    """What ``--dry-run`` prints: the program every replica runs and each TF_CONFIG; with
+    the kubernetes backend, the objects that would be created (YAML) instead.
 
     Addresses shown are examples: the local backend picks free ports at launch.
     """
     from .tfconfig import tf_configs
 
+    extra = backend_extra(spec, kubernetes)
     replicas = spec.replicas()
     addresses = {r: f"127.0.0.1:{20000 + i}" for i, r in enumerate(replicas)}
     out = [f"# dry run: {len(replicas)} replica(s), strategy {spec.strategy}, backend "
@@ -307,9 +340,15 @@ def dry_run_text(spec: JobSpec, program: Program) -> str:
            "# ---------------- program.py ----------------", program.source.rstrip("\n")]
     if program.shipped:
         out.append(f"# shipped by value (cloudpickle): {', '.join(sorted(program.shipped))}")
-    out.append("# ---------------- TF_CONFIG per replica (ports are picked at launch) ----------------")
-    for replica, config in tf_configs(spec, addresses).items():
-        out.append(f"{replica.label}: {config}")
+    if "kubernetes" in extra:
+        from .k8s.dryrun import manifests_text
+
+        out.append(manifests_text(spec, program, extra["kubernetes"]))
+    else:
+        out.append("# ---------------- TF_CONFIG per replica (ports are picked at launch) "
+                   "----------------")
+        for replica, config in tf_configs(spec, addresses).items():
+            out.append(f"{replica.label}: {config}")
     for note in program.notes:
         out.append(f"# note: {note}")
     return "\n".join(out)

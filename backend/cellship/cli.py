@@ -12,8 +12,9 @@ from . import api
 from .cli_batch import BATCH_COMMANDS, add_batch_commands, rewrite_argv
 from .cli_serving import SERVING_COMMANDS, add_serving_commands
 from .cli_build import add_build_command, cmd_build
+from .cli_deploy import DEPLOY_COMMANDS, add_deploy_commands
 from .errors import CellshipError, UsageError
-from .options import add_job_options, spec_from_args
+from .options import add_job_options, kubernetes_from_args, spec_from_args
 from .store import JOB_STATUSES
 
 
@@ -45,6 +46,16 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_argument("--json", action="store_true", help="machine-readable output")
     jobs.add_argument("--status", choices=JOB_STATUSES, help="only jobs with this status")
     jobs.add_argument("--limit", type=int, default=None, help="at most this many (newest first)")
+    jobs.add_argument("--backend", "-b", default=None,
+                      help="only this backend's jobs; kubernetes also lists the cluster's "
+                           "cellship jobs, wherever they were submitted from")
+    jobs.add_argument("--namespace", default=None, metavar="NS",
+                      help="(kubernetes) namespace to list (default $CELLSHIP_K8S_NAMESPACE, "
+                           "else the context's)")
+    jobs.add_argument("--all-namespaces", "-A", action="store_true",
+                      help="(kubernetes) list every namespace you may read")
+    jobs.add_argument("--context", default=None, metavar="NAME",
+                      help="(kubernetes) kubeconfig context (default $CELLSHIP_K8S_CONTEXT)")
 
     logs = sub.add_parser("logs", help="print a job's logs")
     logs.add_argument("job", metavar="JOB", help="job id or unique name")
@@ -67,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_batch_commands(sub)
     add_serving_commands(sub)
     add_build_command(sub)
+    add_deploy_commands(sub)
     parser.set_defaults(_subparsers=sub.choices)
     return parser
 
@@ -82,6 +94,7 @@ def _print_line(line: api.LogLine) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
+    kubernetes = kubernetes_from_args(args)
     if spec.ship:
         raise UsageError("--ship sends variables of a kernel; a script has none. Create the "
                          "values in the script itself.")
@@ -93,9 +106,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             text = Path(args.script).read_text()
         except OSError as err:
             raise UsageError(f"Cannot read {args.script}: {err.strerror}.") from None
-        print(api.dry_run_text(spec, program_from_script(text, args.script)))
+        print(api.dry_run_text(spec, program_from_script(text, args.script), kubernetes))
         return 0
-    job = api.submit_script(args.script, detached=args.detach, **_spec_kwargs(spec))
+    job = api.submit_script(args.script, detached=args.detach, kubernetes=kubernetes,
+                            **_spec_kwargs(spec))
     print(f"cellship: job {job.name} ({job.id}) submitted", file=sys.stderr, flush=True)
     if args.detach:
         print(job.id)
@@ -122,11 +136,50 @@ def _spec_kwargs(spec: api.JobSpec) -> dict:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    jobs = api.jobs(status=args.status, limit=args.limit)
+    from .backends import available
+
+    if args.backend is not None and args.backend not in available():
+        raise UsageError(f"Unknown backend {args.backend!r}; available: "
+                         f"{', '.join(sorted(available()))}.")
+    if args.backend == "kubernetes":
+        return _cluster_jobs(args)
+    given = [flag for flag, value in (("--namespace", args.namespace), ("--context", args.context),
+                                      ("--all-namespaces", args.all_namespaces)) if value]
+    if given:
+        raise UsageError(f"{' and '.join(given)} only appl{'ies' if len(given) == 1 else 'y'} "
+                         "to the cluster's jobs: add --backend kubernetes.")
+    jobs = api.jobs(status=args.status, limit=args.limit, backend=args.backend)
     if args.json:
         print(json.dumps([j.to_dict() for j in jobs], indent=2))
         return 0
     print(api.jobs_table(jobs))
+    return 0
+
+
+def _cluster_jobs(args: argparse.Namespace) -> int:
+    """``cellship jobs --backend kubernetes``: the cluster's cellship jobs (by label) merged
+    with this machine's store; jobs submitted elsewhere are marked (cluster)."""
+    from .backends import get_backend
+    from .k8s.flags import ENV_DEFAULTS
+    from .k8s.listing import cluster_jobs, cluster_jobs_table, json_rows
+
+    if args.namespace and args.all_namespaces:
+        raise UsageError("--namespace and --all-namespaces exclude each other: give one.")
+    namespace = None if args.all_namespaces else (
+        args.namespace or os.environ.get(ENV_DEFAULTS["namespace"]) or None)
+    context = args.context or os.environ.get(ENV_DEFAULTS["context"]) or None
+    backend = get_backend("kubernetes")
+    rows = cluster_jobs(backend, namespace=namespace, context=context,
+                        all_namespaces=args.all_namespaces)
+    if args.status:
+        rows = [r for r in rows if r["status"] == args.status]
+    rows = rows[:args.limit] if args.limit is not None else rows
+    if args.json:
+        print(json.dumps(json_rows(rows), indent=2))
+        return 0
+    scope = ("all namespaces" if args.all_namespaces
+             else f"namespace {backend.search_namespace(namespace, context)}")
+    print(cluster_jobs_table(rows, scope))
     return 0
 
 
@@ -203,6 +256,7 @@ COMMANDS = {"train": cmd_train, "jobs": cmd_jobs, "logs": cmd_logs, "status": cm
 COMMANDS.update(BATCH_COMMANDS)
 COMMANDS.update(SERVING_COMMANDS)
 COMMANDS["build"] = cmd_build
+COMMANDS.update(DEPLOY_COMMANDS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,12 +12,29 @@ from .store import BatchRecord, RunRecord
 
 BATCH_ACTIONS = ("show", "retry", "cancel")
 
+# `--backend kubernetes` flags of `cellship batch`: the pod flags every Kubernetes job takes
+# (cellship.k8s.flags, same parsing and checks as %%train's) except the training-only ones,
+# plus what only batch runs take. All land in the batch's ``kubernetes`` dict.
+TRAINING_ONLY_FLAGS = ("--launcher", "--k8s-logdir", "--k8s-output-dir", "--peer-timeout")
+BATCH_K8S_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
+    (("--timeout",), dict(dest="k8s_timeout", default=None, metavar="DURATION",
+                          help="(kubernetes) fail a run after this long, e.g. 600, 10m, 1h "
+                               "(the Job's activeDeadlineSeconds)")),
+    (("--gpus",), dict(dest="k8s_gpus", type=int, default=None, metavar="G",
+                       help="(kubernetes) GPUs per run")),
+]
 
 def add_batch_commands(sub: Any) -> None:
     run = sub.add_parser("batch", help="run a notebook with papermill, once per parameter set "
                          "(also: batch show|retry|cancel NAME)")
     run.add_argument("notebook", metavar="NOTEBOOK")
     add_batch_options(run)
+    from .k8s import flags as k8s_flags
+
+    for flags, kwargs in k8s_flags.K8S_OPTIONS + BATCH_K8S_OPTIONS:
+        # Skip what the shared batch options may define already (argparse refuses twice).
+        if flags[0] not in TRAINING_ONLY_FLAGS and flags[0] not in run._option_string_actions:
+            run.add_argument(*flags, **kwargs)
     run.add_argument("--detach", action="store_true", help="run in the background")
 
     show = sub.add_parser("batch-show", help=argparse.SUPPRESS)
@@ -55,10 +72,27 @@ def print_event(kind: str, run: RunRecord, batch: BatchRecord) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+def kubernetes_options(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The ``kubernetes`` dict of a batch from its flags (None when none was given)."""
+    from .k8s import flags as k8s_flags
+    from .spec import parse_duration
+
+    given = k8s_flags.from_args(args)
+    if getattr(args, "k8s_timeout", None) is not None:
+        given["timeout"] = parse_duration(args.k8s_timeout)
+    if getattr(args, "k8s_gpus", None) is not None:
+        given["gpus"] = args.k8s_gpus
+    return given or None
+
+
 def cmd_batch(args: argparse.Namespace) -> int:
     from .sweep.api import create
 
-    batch = create(args.notebook, **batch_kwargs(args))
+    kwargs = batch_kwargs(args)
+    flags = kubernetes_options(args)
+    if flags:
+        kwargs["kubernetes"] = dict(kwargs.get("kubernetes") or {}) | flags
+    batch = create(args.notebook, **kwargs)
     print(f"cellship: batch {batch.name} ({batch.id}): {len(batch.runs)} run(s), "
           f"{args.parallel} at a time", file=sys.stderr, flush=True)
     if args.detach:

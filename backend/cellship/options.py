@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from .k8s import flags as k8s_flags
 from .spec import JobSpec, parse_duration, parse_env, parse_ship
 
 JOB_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
@@ -21,7 +22,8 @@ JOB_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--gpus",), dict(type=int, default=0, metavar="G", help="GPUs per worker (default 0)")),
     (("--name", "-n"), dict(default=None, help="a name for the job (default: train-<n>)")),
     (("--backend", "-b"), dict(default=None,
-                               help="where to run: local (default, or $CELLSHIP_BACKEND)")),
+                               help="where to run: local (default) or kubernetes "
+                                    "(default $CELLSHIP_BACKEND)")),
     (("--env", "-e"), dict(action="append", default=None, metavar="K=V",
                            help="environment variable for every replica (repeatable)")),
     (("--timeout",), dict(default=None, metavar="DURATION",
@@ -37,8 +39,11 @@ JOB_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--detach", "-d"), dict(action="store_true",
                               help="return at once; the job keeps running (%%job ID attach)")),
     (("--dry-run",), dict(action="store_true",
-                          help="print the program and each replica's TF_CONFIG; run nothing")),
+                          help="print the program and each replica's TF_CONFIG (with "
+                               "--backend kubernetes: the manifests); run nothing")),
 ]
+# --namespace, --image, ... (only with --backend kubernetes): see cellship.k8s.flags.
+JOB_OPTIONS += k8s_flags.K8S_OPTIONS
 
 
 def option_names() -> list[str]:
@@ -52,10 +57,13 @@ def add_job_options(parser: argparse.ArgumentParser) -> None:
 
 
 def spec_from_args(args: argparse.Namespace) -> JobSpec:
-    """Validate parsed options into a JobSpec (raises UsageError naming the bad value)."""
+    """Validate parsed options into a JobSpec (raises UsageError naming the bad value).
+
+    Kubernetes flags given for another backend are refused here, so no caller can
+    silently drop them; :func:`kubernetes_from_args` reads them."""
     import os
 
-    return JobSpec(
+    spec = JobSpec(
         workers=args.workers, ps=args.ps, gpus=args.gpus, name=args.name,
         backend=args.backend or os.environ.get("CELLSHIP_BACKEND", "local"),
         env=parse_env(args.env),
@@ -64,6 +72,14 @@ def spec_from_args(args: argparse.Namespace) -> JobSpec:
         max_restarts=args.max_restarts,
         ship=parse_ship(args.ship),
     )
+    k8s_flags.check_backend(args, spec.backend)
+    return spec
+
+
+def kubernetes_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The Kubernetes flags that were given, validated, as the dict the job stores under
+    ``spec["kubernetes"]`` (``$CELLSHIP_K8S_*`` defaults are added at submit)."""
+    return k8s_flags.from_args(args)
 
 
 # `cellship batch NOTEBOOK ...` and `%batch NOTEBOOK ...` share these.

@@ -15,7 +15,8 @@ from IPython.display import Pretty, display
 from cellship import api
 from cellship.errors import CellshipError, JobFailed, UsageError
 from cellship.logstream import LogLine
-from cellship.options import BATCH_OPTIONS, JOB_OPTIONS, batch_kwargs, option_names, spec_from_args
+from cellship.options import (BATCH_OPTIONS, JOB_OPTIONS, batch_kwargs, kubernetes_from_args,
+                              option_names, spec_from_args)
 from cellship.program import HistoryCell, build_program
 
 JOB_ACTIONS = ("status", "logs", "attach", "cancel", "tensorboard")
@@ -148,18 +149,21 @@ class CellshipMagics(Magics):
             %%train --workers 2
             %%train --workers 2 --ps 1 --max-restarts 1 --name digits
             %%train --ship X_train,y_train --dry-run
+            %%train --backend kubernetes --image tensorflow/tensorflow:2.16.1 --workers 2 --gpus 1
         """
         args = _parse(self.train, line, option_names() + ["--tf-noise"])
         spec = spec_from_args(args)
+        kubernetes = kubernetes_from_args(args)
         source = TransformerManager().transform_cell(cell)
         program = build_program(source, self._history(), self.shell.user_ns, spec.ship,
                                 line_offset=1)  # line 1 of the cell is the %%train line
         for note in program.notes:
             print(f"cellship: note: {note}")
         if args.dry_run:
-            print(api.dry_run_text(spec, program))
+            print(api.dry_run_text(spec, program, kubernetes))
             return
-        job = api.submit_program(spec, program, detached=args.detach, source="%%train cell")
+        job = api.submit_program(spec, program, detached=args.detach, source="%%train cell",
+                                 kubernetes=kubernetes)
         topo = ", ".join(r.label for r in job.record.replicas)
         print(f"cellship: job {job.name} ({job.id}) submitted to the {spec.backend} backend: "
               f"{topo}", flush=True)

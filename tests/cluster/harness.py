@@ -369,6 +369,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     # -- teardown ---------------------------------------------------------------------------
     def stop(self) -> None:
         """Everything down, in the order that leaves nothing behind; never raises."""
+        if self.dns is not None:
+            self.dns.stop()
+            self.dns = None
         steps: list[Callable[[], None]] = [self._delete_pods, self._kill_containers]
         for step in steps:
             try:
@@ -381,9 +384,6 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             if process is not None:
                 _terminate(process)
         self._kill_shims()
-        if self.dns is not None:
-            self.dns.stop()
-            self.dns = None
         for name, process in list(self.processes.items()):
             _terminate(process)
             self.processes.pop(name)
@@ -505,10 +505,14 @@ def _tail(path: Path, lines: int = 30) -> str:
 def main() -> None:
     """``python -m tests.cluster.harness``: boot a cluster, print how to use it, keep it up
     until Ctrl-C (for trying cellship by hand against a real cluster)."""
+    from .image import training_image_archive
+
+    archive, image = training_image_archive()
     cluster = LocalCluster(build_binaries())
     try:
         cluster.start()
-        print(f"cluster up: export KUBECONFIG={cluster.kubeconfig}", flush=True)
+        cluster.import_image(archive, image)
+        print(f"cluster up: export KUBECONFIG={cluster.kubeconfig}; image {image}", flush=True)
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         signal.sigwait({signal.SIGINT, signal.SIGTERM})
     finally:

@@ -316,3 +316,59 @@ def test_5xx_is_retried_with_backoff_then_one_error():
     finally:
         server.shutdown()
         server.server_close()
+
+
+# -- pydeps: pins, pip runs, --no-deps ----------------------------------------------------------
+def test_pinned_pins_bare_names_to_installed_versions_and_dedupes():
+    from importlib.metadata import version
+
+    from cellship.images import pydeps
+
+    got = pydeps.pinned(["pytest", "no-such-project-xyz", "tf_keras>=2", "Tf-Keras==2.0"])
+    assert got == tuple(sorted([f"pytest=={version('pytest')}", "no-such-project-xyz",
+                                "Tf-Keras==2.0"]))
+
+
+def test_pip_commands_install_no_deps_requirements_in_a_second_run(tmp_path: Path):
+    from cellship.images import pydeps
+
+    site = tmp_path / "site"
+    py = pydeps.host_python()
+    (one,) = pydeps.pip_commands(["a==1"], py, site)
+    assert one[-3:] == ["--target", str(site), "a==1"] and "--no-deps" not in one
+    first, second = pydeps.pip_commands(["a==1", "b==2"], py, site, no_deps=["tf-keras==2.21.0"])
+    assert first[-2:] == ["a==1", "b==2"] and "--no-deps" not in first
+    assert second[-2:] == ["--no-deps", "tf-keras==2.21.0"] and str(site) in second
+    other = pydeps.pip_commands(["a==1"], "3.99", site, no_deps=["c"])
+    assert all("--only-binary=:all:" in cmd and "3.99" in cmd for cmd in other)
+
+
+def test_deps_key_changes_with_no_deps_but_not_without_it():
+    from cellship.images import pydeps
+
+    reqs = ["tensorflow-cpu==2.21.0"]
+    assert pydeps.deps_key(reqs, "3.11") == pydeps.deps_key(reqs, "3.11", ())
+    assert pydeps.deps_key(reqs, "3.11", ["tf-keras==2.21.0"]) != pydeps.deps_key(reqs, "3.11")
+    assert pydeps.deps_key(reqs, "3.11", ["x", "y"]) == pydeps.deps_key(reqs, "3.11", ["y", "x"])
+
+
+def test_oci_archive_names_the_image_for_podman_and_containerd(tmp_path: Path):
+    from cellship.images import archive
+
+    layer = layers.write_layer([layers.Entry("hello.txt", data=b"hi\n")], tmp_path / "l.tar.gz")
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]}}).encode()
+    manifest = archive.oci_manifest([layer.descriptor(layers.OCI_LAYER)], config)
+    out = archive.write_oci_archive(tmp_path / "img.tar", manifest, config,
+                                    {layer.digest: layer.path}, "cellship.test/train:abc")
+    with tarfile.open(out) as tar:
+        names = set(tar.getnames())
+        index = json.loads(tar.extractfile("index.json").read())
+    assert {"oci-layout", "index.json", f"blobs/sha256/{layer.digest[7:]}",
+            f"blobs/sha256/{sha256_bytes(config)[7:]}",
+            f"blobs/sha256/{sha256_bytes(manifest)[7:]}"} <= names
+    (entry,) = index["manifests"]
+    assert entry["annotations"] == {"org.opencontainers.image.ref.name": "cellship.test/train:abc",
+                                    "io.containerd.image.name": "cellship.test/train:abc"}
+    assert entry["platform"] == {"architecture": "amd64", "os": "linux"}
+    assert not (tmp_path / "img.tar.partial").exists()

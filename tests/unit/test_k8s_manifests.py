@@ -118,7 +118,7 @@ def test_scheduling_and_volume_options() -> None:
     assert mounts["/data"]["readOnly"] is True and "/runs" in mounts
     env = env_of({"spec": spec})
     assert env["CELLSHIP_LOGDIR"] == "/runs/tb"
-    assert env["PYTHONPATH"] == m.SHIM_DIR
+    assert env["CELLSHIP_SHIM"] == m.SHIM_DIR and "PYTHONPATH" not in env  # kept: the image's
     assert env["TF_USE_LEGACY_KERAS"] == "1"  # as the local backend
 
 

@@ -14,7 +14,7 @@ import secrets
 import shutil
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 from ..errors import BackendError, CellshipError
 from ..logstream import LogLine
@@ -42,9 +42,16 @@ class Backend(abc.ABC):
 
     # -- the lifecycle the base owns ----------------------------------------------------
     def submit(self, spec: JobSpec, program: Program, *, detached: bool = False,
-               source: str | None = None) -> JobRecord:
+               source: str | None = None, extra: Mapping[str, Any] | None = None) -> JobRecord:
         """Record the job, write its program, and launch it. Nothing is left behind when
-        launching fails: the record is marked failed with the reason."""
+        launching fails: the record is marked failed with the reason.
+
+        ``extra`` are backend-specific sections stored beside the JobSpec's keys in the
+        job's spec dict (e.g. ``{"kubernetes": {"image": ...}}``), so every later process
+        that reads the record (``cellship cancel`` in a shell) sees them too."""
+        clash = set(extra or {}) & (set(spec.to_dict()) | {"cwd", "batch_run"})
+        if clash:
+            raise ValueError(f"extra spec keys {sorted(clash)} would replace the job's own")
         self.check_ready(spec)
         job_id = new_job_id()
         job_dir = jobs_dir() / job_id
@@ -60,7 +67,7 @@ class Backend(abc.ABC):
 
             with open(job_dir / "shipped.pkl", "wb") as handle:
                 cloudpickle.dump({k: cloudpickle.loads(v) for k, v in program.shipped.items()}, handle)
-        spec_data = spec.to_dict() | {"cwd": os.getcwd()}
+        spec_data = spec.to_dict() | {"cwd": os.getcwd()} | dict(extra or {})
         if os.environ.get("CELLSHIP_BATCH_RUN"):  # submitted by a notebook a batch runs
             spec_data["batch_run"] = os.environ["CELLSHIP_BATCH_RUN"]
         (job_dir / "spec.json").write_text(json.dumps(spec_data, indent=2))

@@ -11,6 +11,9 @@ Options (namespace, image, ...) are :class:`~cellship.k8s.options.KubernetesOpti
 to the constructor and/or found in the job's spec dict under ``"kubernetes"``; the
 effective ones are written to ``<job_dir>/kubernetes.json`` at launch so later processes
 (``cellship cancel`` in a shell) find the job's objects.
+
+``discover`` lists jobs by their labels rather than the store, so jobs submitted from
+another kernel or machine show up too (``cellship jobs --backend kubernetes``).
 """
 
 from __future__ import annotations
@@ -21,13 +24,13 @@ import shutil
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 from ..errors import BackendError, CellshipError
 from ..k8s import manifests
 from ..k8s.client import wait_gone
 from ..k8s.diagnose import Diagnosis, diagnose
-from ..k8s.errors import KubernetesError, KubernetesNotFound
+from ..k8s.errors import KubernetesError, KubernetesForbidden, KubernetesNotFound
 from ..k8s.manifests import JobIdentity
 from ..k8s.options import KubernetesOptions
 from ..logstream import LogLine, collapse, is_tf_noise
@@ -82,7 +85,14 @@ class KubernetesBackend(Backend):
     def _identity(self, state: dict[str, Any]) -> JobIdentity:
         return JobIdentity(state["job_id"], state["job_name"], state["namespace"])
 
-    # -- launch ----------------------------------------------------------------------------
+    # -- submit / launch -------------------------------------------------------------------
+    def submit(self, spec: JobSpec, program: Any, *, detached: bool = False,
+               source: str | None = None, extra: Mapping[str, Any] | None = None) -> JobRecord:
+        """Check the options before anything is recorded: a missing --image or a bad
+        name is the user's to fix, not a failed job left in the list."""
+        self._options(dict(extra or {})).require_image()
+        return super().submit(spec, program, detached=detached, source=source, extra=extra)
+
     def _launch(self, job: JobRecord) -> None:
         options = self._options(dict(job.spec))
         options.require_image()
@@ -288,6 +298,59 @@ class KubernetesBackend(Backend):
         finally:
             stop.set()
 
+    # -- jobs of other kernels and machines -------------------------------------------------
+    def search_namespace(self, namespace: str | None = None, context: str | None = None) -> str:
+        """The namespace a listing looks in: the one given, else the backend's option, else
+        the kubeconfig context's."""
+        options = self._context_options(context)
+        return namespace or options.namespace or getattr(self._client(options),
+                                                         "default_namespace", "default")
+
+    def _context_options(self, context: str | None) -> KubernetesOptions:
+        return self.options.merged({"context": context} if context else None)
+
+    def discover(self, namespace: str | None = None, context: str | None = None,
+                 all_namespaces: bool = False) -> list[dict[str, Any]]:
+        """Every cellship job in the cluster, wherever it was submitted from: found by the
+        labels its objects carry (``app.kubernetes.io/managed-by=cellship``), not by this
+        machine's store. Each is a dict: id, name (as labelled), namespace, created (the
+        API's RFC 3339 time), launcher, object (its job object's name), pods
+        (``{"worker-0": "Running"}``) and status (summed up from the pods, or the TFJob's
+        condition). Newest first."""
+        options = self._context_options(context)
+        client = self._client(options)
+        scope = None if all_namespaces else self.search_namespace(namespace, context)
+        selector = ",".join(f"{k}={v}" for k, v in manifests.MANAGED_BY.items())
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        # List items of core kinds carry no "kind" field: tag them here.
+        objects = ([("ConfigMap", o) for o in client.list("ConfigMap", scope, selector)]
+                   + [("TFJob", o) for o in _tfjobs(client, scope, selector)])
+        for kind, obj in objects:
+            meta = obj["metadata"]
+            labels = meta.get("labels") or {}
+            job_id = labels.get(manifests.LABEL_JOB_ID)
+            if not job_id:
+                continue
+            owners = {r.get("kind") for r in meta.get("ownerReferences") or ()}
+            entry = found.setdefault((meta["namespace"], job_id), {
+                "id": job_id, "name": labels.get(manifests.LABEL_JOB_NAME, job_id),
+                "namespace": meta["namespace"], "created": meta.get("creationTimestamp"),
+                "launcher": "pods", "object": meta["name"], "pods": {}, "status": None})
+            if kind == "TFJob" or "TFJob" in owners:
+                entry["launcher"] = "tfjob"
+            if kind == "TFJob":
+                entry["status"] = _tfjob_condition(obj)
+                entry["created"] = meta.get("creationTimestamp") or entry["created"]
+        for pod in client.list("Pod", scope, selector):
+            labels = pod["metadata"].get("labels") or {}
+            entry = found.get((pod["metadata"]["namespace"], labels.get(manifests.LABEL_JOB_ID)))
+            if entry is not None:
+                entry["pods"][_replica_key(pod)] = pod.get("status", {}).get("phase", "Pending")
+        for entry in found.values():
+            entry["pods"] = dict(sorted(entry["pods"].items()))
+            entry["status"] = entry["status"] or _pods_status(entry["pods"].values())
+        return sorted(found.values(), key=lambda e: e["created"] or "", reverse=True)
+
     # -- cancel / delete -------------------------------------------------------------------
     def cancel(self, job: JobRecord) -> JobRecord:
         record = self.refresh(job)
@@ -372,3 +435,51 @@ def _safe_events(client: Any, namespace: str, pod: dict[str, Any]) -> list[dict[
         return client.events(namespace, pod["metadata"]["name"])
     except KubernetesError:
         return []
+
+
+def _tfjobs(client: Any, namespace: str | None, selector: str) -> list[dict[str, Any]]:
+    """TFJobs of cellship, where the CRD exists and the user may list them; the
+    ConfigMap of a TFJob job is listed anyway, so missing these only loses detail."""
+    try:
+        if not client.has_tfjob_crd():
+            return []
+        return client.list("TFJob", namespace, selector)
+    except (KubernetesNotFound, KubernetesForbidden):
+        return []
+
+
+def _tfjob_condition(tfjob: dict[str, Any]) -> str | None:
+    """The TFJob operator's latest true condition, as a cellship status."""
+    conditions = [c for c in (tfjob.get("status") or {}).get("conditions") or ()
+                  if c.get("status") == "True"]
+    if not conditions:
+        return None
+    return {"Created": "pending", "Running": "running", "Restarting": "running",
+            "Succeeded": "succeeded", "Failed": "failed"}.get(conditions[-1].get("type"))
+
+
+def _replica_key(pod: dict[str, Any]) -> str:
+    """``worker-1``: from our labels, or the TFJob operator's, else the pod's name."""
+    labels = pod["metadata"].get("labels") or {}
+    rtype = labels.get(manifests.LABEL_REPLICA_TYPE) or labels.get(
+        "training.kubeflow.org/replica-type")
+    index = labels.get(manifests.LABEL_REPLICA_INDEX) or labels.get(
+        "training.kubeflow.org/replica-index")
+    if rtype is None or index is None:
+        return pod["metadata"]["name"]
+    return f"{str(rtype).lower()}-{index}"
+
+
+def _pods_status(phases: Any) -> str:
+    """A job's status summed up from its pods' phases (cellship ends a job by stopping
+    the pods still running, so what is left tells how it ended)."""
+    phases = list(phases)
+    if not phases:
+        return "unknown"
+    if "Failed" in phases:
+        return "failed"
+    if "Running" in phases:
+        return "running"
+    if all(p == "Succeeded" for p in phases):
+        return "succeeded"
+    return "pending"

@@ -2,12 +2,16 @@
 
 The file is an OCI image layout (``oci-layout``, ``index.json``, ``blobs/sha256/...``) in a
 plain tar, which ``podman load -i FILE``, ``skopeo copy oci-archive:FILE ...`` and
-containerd's ``ctr import`` accept. The image is named in index.json by the
+containerd's ``ctr images import`` accept. The image is named in index.json by the
 ``org.opencontainers.image.ref.name`` annotation (the full ``--tag`` reference, so podman
-loads it under that name). The archive always holds an OCI manifest: a Docker v2 manifest
-is converted (same layers and config bytes, OCI media types), because the layout format is
-OCI's own and not every reader accepts Docker types inside it. Base layers are downloaded
-once into the cache and reused by later archives.
+loads it under that name) and by ``io.containerd.image.name`` (the same normalised name, as
+``docker save`` writes it): containerd takes that one as is, where it would pass the OCI
+one through ``ctr import``'s ``--base-name`` prefix rules; and the kubelet finds an image
+only under its normalised name (``docker.io/library/x:v1``, not ``x:v1``). The archive
+always holds an OCI manifest: a Docker v2 manifest is converted (same layers and config
+bytes, OCI media types), because the layout format is OCI's own and not every reader
+accepts Docker types inside it. Base layers are downloaded once into the cache and reused
+by later archives.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import json
 import os
 import tarfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 from .cache import cache_dir
 from .errors import BuildError
@@ -28,6 +32,7 @@ if TYPE_CHECKING:
     from .builder import BaseImage
 
 REF_NAME = "org.opencontainers.image.ref.name"
+CONTAINERD_NAME = "io.containerd.image.name"
 _OCI_TYPES = {
     "application/vnd.docker.image.rootfs.diff.tar.gzip": OCI_LAYER,
     "application/vnd.docker.image.rootfs.diff.tar": "application/vnd.oci.image.layer.v1.tar",
@@ -66,16 +71,28 @@ def write_archive(path: Path, base_reg: Registry, image: "BaseImage", layers: Se
         blobs[digest] = cached
     for layer in layers:
         blobs[layer.digest] = layer.path
-    blobs[sha256_bytes(config)] = config
     annotations = {"org.opencontainers.image.base.name": str(image.ref),
                    "org.opencontainers.image.base.digest": image.manifest.digest}
     manifest = oci_manifest(image.layers + [l.descriptor() for l in layers], config, annotations)
+    return write_oci_archive(path, manifest, config, blobs, ref_name, progress=progress)
+
+
+def write_oci_archive(path: Path, manifest: bytes, config: bytes,
+                      blobs: Mapping[str, Path | bytes], ref_name: str,
+                      progress: Callable[[str], None] = lambda _m: None) -> Path:
+    """Write one image as an OCI archive named ``ref_name`` (a full, normalised reference):
+    ``manifest`` (from :func:`oci_manifest`), its ``config``, and every layer in ``blobs``
+    (digest -> file or bytes). Written to a ``.partial`` file and renamed, so a reader never
+    sees half an archive."""
+    blobs = dict(blobs)
+    blobs[sha256_bytes(config)] = config
     blobs[sha256_bytes(manifest)] = manifest
     conf = json.loads(config)
     platform = {k: conf[k] for k in ("architecture", "os") if conf.get(k)}
     index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
              "manifests": [{"mediaType": OCI_MANIFEST, "digest": sha256_bytes(manifest),
-                            "size": len(manifest), "annotations": {REF_NAME: ref_name},
+                            "size": len(manifest),
+                            "annotations": {REF_NAME: ref_name, CONTAINERD_NAME: ref_name},
                             **({"platform": platform} if len(platform) == 2 else {})}]}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -56,9 +56,15 @@ def serving_requirements(extra: Iterable[str] = ()) -> tuple[str, ...]:
                 names.append(req.split(";", 1)[0].strip())
     except metadata.PackageNotFoundError:
         pass
-    names += list(extra)
-    pinned: dict[str, str] = {}
-    for req in names:
+    return pinned([*names, *extra])
+
+
+def pinned(requirements: Iterable[str]) -> tuple[str, ...]:
+    """``requirements`` sorted and deduplicated by project name (a later one wins), a bare
+    project name pinned to the version installed here (so the image runs what ran here, and
+    pip finds the same wheels in its cache); a requirement with a specifier stays as given."""
+    out: dict[str, str] = {}
+    for req in requirements:
         project = re.split(r"[\s<>=!~\[;(]", req.strip(), maxsplit=1)[0]
         key = re.sub(r"[-_.]+", "-", project).lower()
         if project == req.strip():
@@ -66,27 +72,31 @@ def serving_requirements(extra: Iterable[str] = ()) -> tuple[str, ...]:
                 req = f"{project}=={metadata.version(project)}"
             except metadata.PackageNotFoundError:
                 pass
-        pinned[key] = req.strip()
-    return tuple(sorted(pinned.values()))
+        out[key] = req.strip()
+    return tuple(sorted(out.values()))
 
 
 def host_python() -> str:
     return f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
-def deps_key(requirements: Sequence[str], python: str) -> str:
-    text = json.dumps({"format": _FORMAT, "requirements": sorted(requirements),
-                       "python": python, "site": SITE}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
+def deps_key(requirements: Sequence[str], python: str, no_deps: Sequence[str] = ()) -> str:
+    spec: dict = {"format": _FORMAT, "requirements": sorted(requirements), "python": python,
+                  "site": SITE}
+    if no_deps:  # only when given: the keys (and cached files) of existing layers stay valid
+        spec["no_deps"] = sorted(no_deps)
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:20]
 
 
 def deps_layer(requirements: Sequence[str], python: str | None = None, *,
-               level: int = DEFAULT_LEVEL,
+               no_deps: Sequence[str] = (), level: int = DEFAULT_LEVEL,
                progress: Callable[[str], None] = lambda _m: None) -> Layer:
     """The dependency layer for ``requirements`` on Python ``python`` (X.Y, default: this
-    interpreter's), from the cache or built now (and cached)."""
+    interpreter's), from the cache or built now (and cached). ``no_deps`` are installed
+    after them without their dependencies (``tf-keras`` requires the full ``tensorflow``
+    wheel, which would pull CUDA pieces and replace ``tensorflow-cpu``)."""
     python = python or host_python()
-    key = deps_key(requirements, python)
+    key = deps_key(requirements, python, no_deps)
     folder = cache_dir("layers")
     path, meta = folder / f"deps-{key}.tar.gz", folder / f"deps-{key}.json"
     with open(folder / f"deps-{key}.lock", "w") as lock:
@@ -94,11 +104,14 @@ def deps_layer(requirements: Sequence[str], python: str | None = None, *,
         cached = _cached(path, meta)
         if cached is not None:
             return cached
-        progress(f"building the dependency layer once for this machine ({', '.join(requirements)}"
+        every = [*requirements, *(f"{r} (--no-deps)" for r in no_deps)]
+        progress(f"building the dependency layer once for this machine ({', '.join(every)}"
                  f"; Python {python}); later builds reuse {path}")
-        layer = _build_deps(requirements, python, path, level)
+        layer = _build_deps(requirements, python, path, level, no_deps)
         record = asdict(layer)
         record.update(path=str(layer.path), requirements=list(requirements), python=python)
+        if no_deps:
+            record["no_deps"] = list(no_deps)
         meta.write_text(json.dumps(record, indent=1))
         return layer
 
@@ -115,24 +128,36 @@ def _cached(path: Path, meta: Path) -> Layer | None:
                  created_by=record.get("created_by", ""))
 
 
-def _build_deps(requirements: Sequence[str], python: str, out: Path, level: int) -> Layer:
+def pip_commands(requirements: Sequence[str], python: str, site: Path,
+                 no_deps: Sequence[str] = ()) -> list[list[str]]:
+    """The pip runs that fill ``site``: one resolving ``requirements``, then (when given)
+    one installing ``no_deps`` without dependencies; for another Python version, wheels
+    only, for that version and manylinux x86_64."""
+    base = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+            "--no-input", "--no-compile", "--no-warn-script-location", "--target", str(site)]
+    if python != host_python():
+        base += ["--only-binary=:all:", "--python-version", python, "--implementation", "cp"]
+        for tag in _MANYLINUX:
+            base += ["--platform", tag]
+    runs = [base + list(requirements)]
+    if no_deps:
+        runs.append(base + ["--no-deps", *no_deps])
+    return runs
+
+
+def _build_deps(requirements: Sequence[str], python: str, out: Path, level: int,
+                no_deps: Sequence[str] = ()) -> Layer:
     with tempfile.TemporaryDirectory(prefix="cellship-deps-") as tmp:
         stage = Path(tmp)
         site = stage / SITE.lstrip("/")
-        cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-               "--no-input", "--no-compile", "--no-warn-script-location", "--target", str(site)]
-        if python != host_python():
-            cmd += ["--only-binary=:all:", "--python-version", python, "--implementation", "cp"]
-            for tag in _MANYLINUX:
-                cmd += ["--platform", tag]
-        cmd += list(requirements)
-        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            raise BuildError("pip could not install the server's dependencies for the image "
-                             f"({' '.join(requirements)}; Python {python}):\n"
-                             f"{done.stderr.strip()[-2000:]}\nCheck the package index is "
-                             "reachable, or build with --deps-from-base on a base image that "
-                             "already has TensorFlow.")
+        for cmd in pip_commands(requirements, python, site, no_deps):
+            done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                raise BuildError("pip could not install the server's dependencies for the "
+                                 f"image ({' '.join(cmd[cmd.index(str(site)) + 1:])}; Python "
+                                 f"{python}):\n{done.stderr.strip()[-2000:]}\nCheck the package "
+                                 "index is reachable, or build with --deps-from-base on a base "
+                                 "image that already has TensorFlow.")
         shutil.rmtree(site / "bin", ignore_errors=True)  # scripts with this machine's shebang
         for junk in site.rglob("__pycache__"):
             shutil.rmtree(junk, ignore_errors=True)
@@ -141,9 +166,10 @@ def _build_deps(requirements: Sequence[str], python: str, out: Path, level: int)
             subprocess.run([sys.executable, "-m", "compileall", "-q", "-j", "0",
                             "--invalidation-mode", "unchecked-hash", "-s", str(stage), "-p", "/",
                             str(site)], env=env, capture_output=True, check=False)
-        return write_layer(tree(site, SITE), out, level=level,
-                           created_by=f"cellship build: pip install --target {SITE} "
-                                      + " ".join(requirements))
+        created_by = f"cellship build: pip install --target {SITE} " + " ".join(requirements)
+        if no_deps:
+            created_by += " && pip install --no-deps " + " ".join(no_deps)
+        return write_layer(tree(site, SITE), out, level=level, created_by=created_by)
 
 
 def cellship_entries() -> tuple[list[Entry], str]:

@@ -200,16 +200,30 @@ class KubeClient:
             else:
                 raise ValueError(f"cellship does not delete {kind} objects")
 
-    def list(self, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+    def list(self, kind: str, namespace: str | None, label_selector: str) -> list[dict[str, Any]]:
+        """Objects of ``kind`` matching the selector in ``namespace``; ``None`` lists every
+        namespace (what `cellship jobs --all-namespaces` needs; RBAC may refuse it: 403)."""
+        sel = {"label_selector": label_selector}
         with self._call("list", kind, namespace):
-            if kind == "Pod":
-                items = self.core.list_namespaced_pod(namespace, label_selector=label_selector).items
-            elif kind == "Service":
-                items = self.core.list_namespaced_service(namespace, label_selector=label_selector).items
-            elif kind == "ConfigMap":
-                items = self.core.list_namespaced_config_map(namespace, label_selector=label_selector).items
-            else:
+            if kind == "TFJob":
+                if namespace is None:
+                    data = self.custom.list_cluster_custom_object(
+                        TFJOB_GROUP, TFJOB_VERSION, TFJOB_PLURAL, **sel)
+                else:
+                    data = self.custom.list_namespaced_custom_object(
+                        TFJOB_GROUP, TFJOB_VERSION, namespace, TFJOB_PLURAL, **sel)
+                return list(data.get("items") or [])
+            methods = {"Pod": ("list_namespaced_pod", "list_pod_for_all_namespaces"),
+                       "Service": ("list_namespaced_service", "list_service_for_all_namespaces"),
+                       "ConfigMap": ("list_namespaced_config_map",
+                                     "list_config_map_for_all_namespaces")}
+            if kind not in methods:
                 raise ValueError(f"cellship does not list {kind} objects")
+            namespaced, everywhere = methods[kind]
+            if namespace is None:
+                items = getattr(self.core, everywhere)(**sel).items
+            else:
+                items = getattr(self.core, namespaced)(namespace, **sel).items
         return [self._json(i) for i in items]
 
     def events(self, namespace: str, pod_name: str) -> list[dict[str, Any]]:

@@ -24,7 +24,7 @@ Why a shim package: the generated program starts with ``import cellship._bootstr
 user code may ``from cellship import job``; the image only promises Python + TensorFlow.
 The in-job modules (``_bootstrap``, ``job``, ``metrics``, ``eventfile``, ``errors``; stdlib
 plus optional TF/tensorboard imports) are copied from the installed cellship at submit
-time into the ConfigMap and mounted on PYTHONPATH, so the pod runs exactly the version
+time into the ConfigMap, mounted, and put first on PYTHONPATH by the pod bootstrap, so the pod runs exactly the version
 that generated the program, without pip-installing anything in the pod.
 """
 
@@ -60,7 +60,9 @@ PROGRAM_KEY = "program.py"
 SHIPPED_KEY = "shipped.pkl"
 SHIM_MODULES = ("_bootstrap.py", "job.py", "metrics.py", "eventfile.py", "errors.py")
 SHIM_INIT = ('"""cellship shim: the in-job modules only, shipped in the job\'s ConfigMap '
-             '(the image need not contain cellship)."""\n')
+             '(the image need not contain cellship)."""\n'
+             "from . import job  # `import cellship; cellship.job.is_chief()` as with the "
+             "full package\n")
 CONFIG_MAP_MAX_BYTES = 1024 * 1024  # etcd's limit on one object; the API refuses more
 TFJOB_TYPES = {"chief": "Chief", "worker": "Worker", "ps": "PS"}
 
@@ -191,7 +193,10 @@ def _resources(spec: JobSpec, options: KubernetesOptions, replica: Replica) -> d
 
 def _env(identity: JobIdentity, spec: JobSpec, options: KubernetesOptions, replica: Replica,
          tf_config: str | None) -> list[dict[str, str]]:
-    env = {"PYTHONPATH": SHIM_DIR, "PYTHONUNBUFFERED": "1",
+    # The shim goes on PYTHONPATH in the pod bootstrap, in front of the image's own
+    # PYTHONPATH (a container env entry would replace the image's: TensorFlow installed
+    # on a PYTHONPATH would vanish).
+    env = {"CELLSHIP_SHIM": SHIM_DIR, "PYTHONUNBUFFERED": "1",
            "CELLSHIP_JOB_ID": identity.job_id, "CELLSHIP_JOB_NAME": identity.job_name,
            "CELLSHIP_JOB_DIR": JOB_DIR,
            "CELLSHIP_OUTPUT_DIR": options.output_dir or f"{JOB_DIR}/output",

@@ -7,7 +7,8 @@ early, and a worker that starts before its peers resolve fails or blocks for 10+
 TF_CONFIG resolves, fails with a clear message after ``CELLSHIP_PEER_TIMEOUT`` seconds,
 then copies shipped values into the writable job directory and execs Python on the
 program. The image needs nothing but Python and TensorFlow: cellship's in-job modules
-come from the shim package mounted on PYTHONPATH.
+come from the shim package, which this script puts first on PYTHONPATH (before the
+image's own entries, which a pod env var would replace).
 
 The image need not contain cellship, so this file must not import it.
 """
@@ -85,6 +86,10 @@ def main(argv=None):
     for name in ("CELLSHIP_OUTPUT_DIR", "CELLSHIP_LOGDIR"):
         if os.environ.get(name):
             os.makedirs(os.environ[name], exist_ok=True)
+    shim = os.environ.get("CELLSHIP_SHIM")
+    if shim:
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            p for p in (shim, os.environ.get("PYTHONPATH")) if p)
     sys.stdout.flush()
     os.execv(sys.executable, [sys.executable, "-u", program])
     return 0  # not reached

@@ -111,7 +111,12 @@ class Batch:
         while pid and time.monotonic() < end and not self.record.done and pid_alive(pid):
             time.sleep(0.1)
         if not self.record.done:  # no coordinator left: settle the record ourselves
-            Coordinator(self._store, self.id)._finish()
+            from .executors import get_executor
+
+            try:  # and remove what its runs left outside this machine (Kubernetes Jobs)
+                get_executor(record.backend, self._store).abandon(self.record)
+            finally:
+                Coordinator(self._store, self.id)._finish()
         return self.record
 
     def retry(self, parallel: int | None = None, on_event: RunEvent | None = None,
@@ -201,15 +206,21 @@ def create(notebook: str | Path, *, parameters: Mapping[str, Any] | None = None,
            parameters_file: str | Path | None = None, parallel: int = 1,
            name: str | None = None, backend: str = "local", kernel: str | None = None,
            output_dir: str | Path | None = None, warn: Callable[[str], None] | None = None,
-           store: Store | None = None) -> Batch:
-    """Validate everything and record the batch with its runs (all pending); run nothing."""
+           kubernetes: Mapping[str, Any] | None = None, store: Store | None = None) -> Batch:
+    """Validate everything and record the batch with its runs (all pending); run nothing.
+
+    ``kubernetes``: options of ``backend="kubernetes"`` runs (image, namespace, context,
+    image_pull_policy, cpu, memory, gpus, timeout, ...; see
+    :class:`cellship.k8s.batch.BatchSettings`)."""
     store = _store(store)
     if not isinstance(parallel, int) or parallel < 1:
         raise UsageError(f"--parallel must be a whole number >= 1, got {parallel!r}.")
     from .executors import get_executor
 
-    get_executor(backend, store)  # an unknown backend fails here, before anything runs
-    info = nbcheck.inspect(notebook, kernel)
+    executor = get_executor(backend, store)  # an unknown backend fails here, before anything runs
+    backend_options = executor.check_options(kubernetes)
+    # The kernel of a remote run is the image's, not one installed here.
+    info = nbcheck.inspect(notebook, kernel, check_kernel=backend == "local")
     base = (load_file(parameters_file) if parameters_file else {}) | dict(parameters or {})
     combos = expand(base, dict(grid or {}))
     if len(combos) > MAX_RUNS:
@@ -221,6 +232,7 @@ def create(notebook: str | Path, *, parameters: Mapping[str, Any] | None = None,
     batch_id = secrets.token_hex(4)
     out = Path(output_dir) if output_dir else home() / "batches" / batch_id
     out.mkdir(parents=True, exist_ok=True)
+    executor.save_options(out, backend_options)
     width = max(3, len(str(len(combos) - 1)))
     runs = tuple(
         RunRecord(batch_id=batch_id, index=i, parameters=combo, status="pending", attempt=0,

@@ -1,12 +1,12 @@
-"""Where batch runs execute, behind one small interface (the backend seam for batches).
+"""Where batch runs execute, by name: the registry of executors and the local one.
 
-``local`` runs each run as a ``cellship.sweep.runner`` process on this machine. A
-Kubernetes executor (a Job per run with papermill in the image) plugs in here by name.
+``local`` runs each run as a ``cellship.sweep.runner`` process on this machine;
+``kubernetes`` runs each as a batch/v1 Job with papermill in the image
+(:mod:`cellship.sweep.kubernetes`). The interface is :class:`.executor_base.RunExecutor`.
 """
 
 from __future__ import annotations
 
-import abc
 import os
 import signal
 import subprocess
@@ -16,27 +16,10 @@ import time
 
 from ..errors import UsageError
 from ..store import RunRecord, Store
+from .executor_base import RunExecutor
+from .kubernetes import KubernetesRunExecutor
 
 KILL_GRACE_SECONDS = 3.0
-
-
-class RunExecutor(abc.ABC):
-    name = ""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-
-    @abc.abstractmethod
-    def start(self, run: RunRecord) -> None:
-        """Start the run; return at once."""
-
-    @abc.abstractmethod
-    def running(self, run: RunRecord) -> bool:
-        """Whether the run's process is still alive."""
-
-    @abc.abstractmethod
-    def kill(self, run: RunRecord) -> None:
-        """Stop the run and everything it started (its kernel included)."""
 
 
 class LocalRunExecutor(RunExecutor):
@@ -148,7 +131,10 @@ class LocalRunExecutor(RunExecutor):
             time.sleep(0.05)
 
 
-EXECUTORS: dict[str, type[RunExecutor]] = {"local": LocalRunExecutor}
+EXECUTORS: dict[str, type[RunExecutor]] = {"local": LocalRunExecutor,
+                                           "kubernetes": KubernetesRunExecutor}
+
+__all__ = ["EXECUTORS", "KubernetesRunExecutor", "LocalRunExecutor", "RunExecutor", "get_executor"]
 
 
 def get_executor(name: str, store: Store) -> RunExecutor:

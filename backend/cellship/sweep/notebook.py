@@ -20,7 +20,9 @@ class NotebookInfo:
     has_parameters_cell: bool
 
 
-def inspect(path: str | Path, kernel: str | None = None) -> NotebookInfo:
+def inspect(path: str | Path, kernel: str | None = None, check_kernel: bool = True) -> NotebookInfo:
+    """Read and check the notebook; ``check_kernel=False`` where the kernel runs elsewhere
+    (a container image), so need not be installed here."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"No notebook at {path}.")
@@ -30,7 +32,8 @@ def inspect(path: str | Path, kernel: str | None = None) -> NotebookInfo:
         raise UsageError(f"{path} is not a readable Jupyter notebook: {type(err).__name__}: "
                          f"{err}".strip()) from None
     name = kernel or nb.metadata.get("kernelspec", {}).get("name") or "python3"
-    _check_kernel(name, path)
+    if check_kernel:
+        _check_kernel(name, path)
     has_cell = any("parameters" in c.get("metadata", {}).get("tags", []) for c in nb.cells)
     declared: tuple[str, ...] = ()
     if has_cell:

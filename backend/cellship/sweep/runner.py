@@ -15,6 +15,7 @@ import traceback
 from pathlib import Path
 
 from ..store import Store
+from .podrun import describe as _describe  # one wording for local and pod runs
 
 
 def _kill_descendants() -> None:
@@ -31,19 +32,6 @@ def _kill_descendants() -> None:
         except psutil.Error:
             pass
     psutil.wait_procs(children, timeout=5)
-
-
-def _describe(err: BaseException) -> str:
-    from papermill.exceptions import PapermillExecutionError
-
-    if isinstance(err, PapermillExecutionError):
-        return f"cell [{err.exec_count}] raised {err.ename}: {err.evalue}".rstrip(": ")
-    name = type(err).__name__
-    if name == "DeadKernelError":
-        return "the kernel died during the run (out of memory, or killed)"
-    if name in ("CellTimeoutError", "TimeoutError"):
-        return f"a cell timed out: {err}"
-    return f"{name}: {err}"
 
 
 def _linked_metrics(store: Store, batch_id: str, index: int) -> dict[str, float]:

@@ -1,0 +1,25 @@
+"""Served models on Kubernetes: ``cellship deploy``, ``undeploy``, ``deployments``.
+
+- :mod:`.spec`      what to deploy (DeploySpec), validated before any API call
+- :mod:`.source`    MODEL_OR_IMAGE: a model (needs ``cellship build``) or an image; the
+                    image's config says which model it serves and on which port
+- :mod:`.manifests` pure functions: Deployment + Service (owned by it), or a KServe
+                    InferenceService; probes, security context, resources
+- :mod:`.kube`      the extra API calls (apps/v1, Service replace, InferenceServices)
+                    through the same typed-error gate as the training backend
+- :mod:`.rollout`   waiting for a rollout (or for pods to go), diagnosing stuck pods
+- :mod:`.api`       deploy(), undeploy(), deployments(): what the CLI is a thin layer over
+
+Named ``deployment`` (not ``deploy``) so that ``cellship.deploy`` can stay free for the
+function itself.
+"""
+
+from __future__ import annotations
+
+from .api import (DeploymentInfo, DeployResult, UndeployResult, deploy, deployments, table,
+                  undeploy)
+from .errors import DeployError, DeployFailed, DeploymentNotFound, DeployTimeout
+
+__all__ = ["deploy", "undeploy", "deployments", "DeployResult", "DeploymentInfo",
+           "UndeployResult", "table", "DeployError", "DeployFailed", "DeployTimeout",
+           "DeploymentNotFound"]

@@ -1,0 +1,221 @@
+"""Pure functions: DeploySpec -> the Kubernetes objects of a served model.
+
+Nothing here talks to a cluster, so every manifest is checked by unit tests.
+
+* an apps/v1 **Deployment** ``N`` (``replicas`` pods labelled ``cellship.io/deployment=N``)
+  and a ClusterIP **Service** ``N`` (port 8501 -> the container's port) with an
+  ownerReference to the Deployment, so deleting the Deployment garbage-collects it;
+* or, where KServe is installed, one serving.kserve.io/v1beta1 **InferenceService** ``N``
+  whose predictor is a custom container running the same image (KServe makes the
+  Deployment/Knative Service, the Service and the routing).
+
+Probes. Both TF Serving and cellship's server answer TF Serving's REST API. Readiness asks
+``/v1/models/M/metadata``, not ``/v1/models/M``: cellship's server binds its port before
+the model is loaded and answers the status URL with 200 (state LOADING) meanwhile, while
+metadata needs an AVAILABLE version on both servers (503 while loading, 404 for a wrong
+model name). Liveness asks the status URL ``/v1/models/M`` (cheap, 200 from the moment the
+server listens) after a long initial delay, so a slow TensorFlow import is not killed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from ..k8s.names import label_value
+from .spec import DeploySpec
+
+MANAGED_BY = {"app.kubernetes.io/managed-by": "cellship"}
+LABEL_DEPLOYMENT = "cellship.io/deployment"
+LABEL_MODEL = "cellship.io/model"
+ANNOTATION_MODEL = "cellship.io/model-name"
+ANNOTATION_PORT = "cellship.io/port"
+CONTAINER = "server"
+KSERVE_CONTAINER = "kserve-container"  # the name KServe requires for a custom predictor
+KSERVE_GROUP, KSERVE_VERSION, KSERVE_PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
+KSERVE_POD_LABEL = "serving.kserve.io/inferenceservice"
+SERVICE_PORT = 8501
+GPU_RESOURCE = "nvidia.com/gpu"
+READINESS = {"initialDelaySeconds": 2, "periodSeconds": 2, "timeoutSeconds": 5,
+             "failureThreshold": 3}
+LIVENESS = {"initialDelaySeconds": 60, "periodSeconds": 10, "timeoutSeconds": 5,
+            "failureThreshold": 6}
+GRACE_SECONDS = 15  # long enough to answer in-flight requests, short enough for undeploy
+
+
+def labels(spec: DeploySpec) -> dict[str, str]:
+    return dict(MANAGED_BY) | {LABEL_DEPLOYMENT: spec.name,
+                               LABEL_MODEL: label_value(spec.model_name)}
+
+
+def selector(name: str) -> str:
+    """The label selector of a deployment's pods."""
+    return f"{LABEL_DEPLOYMENT}={name}"
+
+
+def annotations(spec: DeploySpec) -> dict[str, str]:
+    """What ``cellship deployments`` needs later without inspecting the image again."""
+    return {ANNOTATION_MODEL: spec.model_name, ANNOTATION_PORT: str(spec.port)}
+
+
+def status_path(model_name: str) -> str:
+    return f"/v1/models/{model_name}"
+
+
+def probes(spec: DeploySpec) -> dict[str, Any]:
+    """readinessProbe + livenessProbe (see the module docstring for why two paths)."""
+    def probe(path: str, timing: Mapping[str, int]) -> dict[str, Any]:
+        return {"httpGet": {"path": path, "port": spec.port, "scheme": "HTTP"}, **timing}
+
+    return {"readinessProbe": probe(status_path(spec.model_name) + "/metadata", READINESS),
+            "livenessProbe": probe(status_path(spec.model_name), LIVENESS)}
+
+
+def resources(spec: DeploySpec) -> dict[str, Any]:
+    requests = {k: v for k, v in (("cpu", spec.cpu), ("memory", spec.memory)) if v}
+    limits = {k: v for k, v in (("cpu", spec.cpu_limit), ("memory", spec.memory_limit)) if v}
+    if spec.gpus:
+        limits[GPU_RESOURCE] = str(spec.gpus)  # extended resources: limits only
+    out: dict[str, Any] = {}
+    if requests:
+        out["requests"] = requests
+    if limits:
+        out["limits"] = limits
+    return out
+
+
+def command(spec: DeploySpec) -> dict[str, list[str]]:
+    """``--model-path``: run the image's own cellship server on that path. Otherwise
+    nothing: the image's ENTRYPOINT/CMD serves (``cellship build`` images, TF Serving)."""
+    if spec.model_path is None:
+        return {}
+    return {"command": [spec.python, "-m", "cellship.cli", "serve", spec.model_path,
+                        "--host", "0.0.0.0", "--port", str(spec.port)]}
+
+
+def env(spec: DeploySpec) -> list[dict[str, str]]:
+    values: dict[str, str] = {}
+    if spec.model_path is not None:
+        # cellship keeps its data under $CELLSHIP_HOME; a non-root uid may have no home.
+        values |= {"CELLSHIP_HOME": "/tmp/cellship", "PYTHONUNBUFFERED": "1"}
+    values |= dict(spec.env)
+    return [{"name": k, "value": v} for k, v in values.items()]
+
+
+def volumes(spec: DeploySpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    vols, mounts = [], []
+    for i, volume in enumerate(spec.volumes):
+        name = f"vol-{i}"
+        if volume.is_host_path:
+            vols.append({"name": name, "hostPath": {"path": volume.source, "type": "Directory"}})
+        else:
+            vols.append({"name": name, "persistentVolumeClaim": {"claimName": volume.source,
+                                                                "readOnly": True}})
+        mounts.append({"name": name, "mountPath": volume.mount_path, "readOnly": True})
+    return vols, mounts
+
+
+def container(spec: DeploySpec, name: str = CONTAINER) -> dict[str, Any]:
+    vols, mounts = volumes(spec)
+    body: dict[str, Any] = {
+        "name": name, "image": spec.image, **command(spec),
+        "ports": [{"name": "http", "containerPort": spec.port, "protocol": "TCP"}],
+        **probes(spec),
+        "resources": resources(spec),
+        "securityContext": {"runAsNonRoot": True, "allowPrivilegeEscalation": False,
+                            "privileged": False, "capabilities": {"drop": ["ALL"]}},
+    }
+    variables = env(spec)
+    if variables:
+        body["env"] = variables
+    if mounts:
+        body["volumeMounts"] = mounts
+    if spec.image_pull_policy:
+        body["imagePullPolicy"] = spec.image_pull_policy
+    return body
+
+
+def pod_spec(spec: DeploySpec, container_name: str = CONTAINER) -> dict[str, Any]:
+    vols, _ = volumes(spec)
+    body: dict[str, Any] = {
+        "containers": [container(spec, container_name)],
+        "securityContext": {"runAsNonRoot": True, "runAsUser": spec.run_as_user,
+                            "runAsGroup": spec.run_as_user, "fsGroup": spec.run_as_user,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": GRACE_SECONDS,
+    }
+    if vols:
+        body["volumes"] = vols
+    if spec.image_pull_secrets:
+        body["imagePullSecrets"] = [{"name": s} for s in spec.image_pull_secrets]
+    return body
+
+
+def deployment(spec: DeploySpec) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": spec.name, "namespace": spec.namespace, "labels": labels(spec),
+                     "annotations": annotations(spec)},
+        "spec": {
+            "replicas": spec.replicas,
+            "selector": {"matchLabels": {LABEL_DEPLOYMENT: spec.name}},
+            # Never below the wanted count while a new image rolls out.
+            "strategy": {"type": "RollingUpdate",
+                         "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {"metadata": {"labels": labels(spec), "annotations": annotations(spec)},
+                         "spec": pod_spec(spec)},
+        },
+    }
+
+
+def owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
+    """An ownerReference to a created object (as the API returned it, uid set)."""
+    meta = owner["metadata"]
+    if not meta.get("uid"):
+        raise ValueError("the owner has no uid yet: create it before its dependents")
+    return {"apiVersion": owner.get("apiVersion", "apps/v1"),
+            "kind": owner.get("kind", "Deployment"), "name": meta["name"], "uid": meta["uid"],
+            "controller": True, "blockOwnerDeletion": True}
+
+
+def service(spec: DeploySpec, owner: Mapping[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": spec.name, "namespace": spec.namespace, "labels": labels(spec),
+                         "annotations": annotations(spec),
+                         "ownerReferences": [owner_reference(owner)]},
+            "spec": {"type": "ClusterIP", "selector": {LABEL_DEPLOYMENT: spec.name},
+                     "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": spec.port,
+                                "protocol": "TCP"}]}}
+
+
+def inference_service(spec: DeploySpec) -> dict[str, Any]:
+    """A KServe InferenceService whose predictor is the image as a custom container."""
+    predictor = pod_spec(spec, KSERVE_CONTAINER)
+    predictor |= {"minReplicas": spec.replicas, "maxReplicas": spec.replicas}
+    return {"apiVersion": f"{KSERVE_GROUP}/{KSERVE_VERSION}", "kind": "InferenceService",
+            "metadata": {"name": spec.name, "namespace": spec.namespace, "labels": labels(spec),
+                         "annotations": annotations(spec)},
+            "spec": {"predictor": predictor}}
+
+
+def for_update(desired: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
+    """``desired`` made fit to replace ``current`` (a PUT): the current resourceVersion (a
+    change meanwhile is a 409, not a lost update) and, for a Service, the cluster IP, which
+    may not change."""
+    body = {**desired, "metadata": dict(desired["metadata"])}
+    meta = current.get("metadata", {})
+    if meta.get("resourceVersion"):
+        body["metadata"]["resourceVersion"] = meta["resourceVersion"]
+    if desired.get("kind") == "Service":
+        old = current.get("spec", {})
+        body["spec"] = dict(desired["spec"])
+        for key in ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"):
+            if old.get(key):
+                body["spec"][key] = old[key]
+    return body
+
+
+def is_managed(obj: Mapping[str, Any]) -> bool:
+    """Whether cellship made this object as a deployment (so it may update or delete it)."""
+    found = obj.get("metadata", {}).get("labels") or {}
+    return found.get("app.kubernetes.io/managed-by") == "cellship" and LABEL_DEPLOYMENT in found
