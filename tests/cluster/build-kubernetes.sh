@@ -28,20 +28,30 @@ apt_install() {
 apt_install etcd-server containerd runc containernetworking-plugins umoci iproute2 dnsmasq-base \
     iptables openssl debootstrap busybox-static
 
-REFLECT2_DIR=$(mktemp -d)
-cleanup() { rm -rf "$REFLECT2_DIR" "${WORK:-}"; }
-trap cleanup EXIT
-# The reflect2 version is part of the cache key: the patched apiserver depends on it.
-apt_install dpkg-dev
-( cd "$REFLECT2_DIR" && apt-get download golang-github-modern-go-reflect2-dev >&2 )
-REFLECT2_DEB=$(ls "$REFLECT2_DIR"/*.deb)
-REFLECT2_VERSION=$(dpkg-deb -f "$REFLECT2_DEB" Version)
+# The reflect2 version is part of the cache key (the patched apiserver depends on it); read
+# from the package lists, so a cached build needs no download.
+reflect2_version() {
+    apt-cache show --no-all-versions golang-github-modern-go-reflect2-dev 2>/dev/null \
+        | awk '/^Version:/ {print $2; exit}'
+}
+REFLECT2_VERSION=$(reflect2_version)
+if [ -z "$REFLECT2_VERSION" ]; then
+    $SUDO apt-get update -q >&2
+    REFLECT2_VERSION=$(reflect2_version)
+fi
 OUT="$CACHE_ROOT/$K8S_VERSION-reflect2-$REFLECT2_VERSION"
 
 if [ -x "$OUT/kube-apiserver" ] && [ -x "$OUT/kubelet" ] && [ -x "$OUT/pause" ] \
    && [ -x "$OUT/kube-controller-manager" ] && [ -x "$OUT/kube-scheduler" ]; then
     echo "$OUT"; exit 0
 fi
+
+REFLECT2_DIR=$(mktemp -d)
+cleanup() { rm -rf "$REFLECT2_DIR" "${WORK:-}"; }
+trap cleanup EXIT
+apt_install dpkg-dev
+( cd "$REFLECT2_DIR" && apt-get download "golang-github-modern-go-reflect2-dev=$REFLECT2_VERSION" >&2 )
+REFLECT2_DEB=$(ls "$REFLECT2_DIR"/*.deb)
 
 apt_install golang-go rsync jq gcc libc6-dev make
 if ! grep -rqs "deb-src" /etc/apt/sources.list /etc/apt/sources.list.d/; then

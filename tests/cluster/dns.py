@@ -18,6 +18,8 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
+from cellship.processes import die_with_parent
+
 DOMAIN = "cluster.local"
 
 
@@ -65,7 +67,8 @@ class ClusterDNS:
              "--no-hosts", f"--hostsdir={self.directory}", f"--listen-address={listen}",
              "--bind-interfaces", "--port=53", "--user=root", "--pid-file=",
              f"--local=/{DOMAIN}/", "--local-ttl=0", "--neg-ttl=0", "--log-facility=-"],
-            stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
+            stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=die_with_parent)
         self._thread = threading.Thread(target=self._feed, name="cluster-dns", daemon=True)
         self._thread.start()
 

@@ -13,6 +13,7 @@ leaves no process, mount, network namespace, cgroup or bridge behind.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -25,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from cellship.processes import die_with_parent
+
 from .dns import ClusterDNS
 from .pki import make_pki
 
@@ -35,8 +38,10 @@ GATEWAY = "10.77.0.1"
 SERVICE_RANGE = "10.0.0.0/24"
 PAUSE_REF = "cellship.test/pause:3.4"
 ADMIN_TOKEN_USER = "admin"
+LIMITED_USER = "jane"
 CONTEXT = "cellship-test"
 KUBELET_FIXED_DIRS = (Path("/var/lib/kubelet"), Path("/var/log/pods"), Path("/var/log/containers"))
+LOCK_FILE = "/run/cellship-test-cluster.lock"
 SYSTEM_PATH = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
 
 
@@ -75,7 +80,7 @@ class LocalCluster:
 
     binaries: Path
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="cellship-k8s-")))
-    rbac: bool = False
+    limited_token: str = ""
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     dns: ClusterDNS | None = None
     api_port: int = 0
@@ -111,7 +116,9 @@ class LocalCluster:
         self.stop()
 
     def start(self, timeout: float = 120.0) -> None:
+        self._lock = _machine_lock()
         try:
+            self._reap_stale()
             self._start(timeout)
         except BaseException:
             self.stop()
@@ -159,17 +166,34 @@ class LocalCluster:
                                         check=False).returncode == 0,
                    "kube-controller-manager")
 
+    def _reap_stale(self) -> None:
+        """Remove what a killed session left (its processes, containers, mounts): holding
+        the machine lock, every other cluster directory is stale."""
+        stale_dirs = [d for d in Path(tempfile.gettempdir()).glob("cellship-k8s-*")
+                      if d != self.workdir]
+        for workdir in stale_dirs:
+            stale = LocalCluster(self.binaries, workdir=workdir)
+            markers = (str(workdir).encode(), str(stale.run_dir).encode())
+            for pid in _pids():
+                try:
+                    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                except OSError:
+                    continue
+                if any(m in cmdline for m in markers):
+                    _kill(pid)
+            stale.stop()
+
     def _write_tokens(self, pki: Path) -> None:
-        lines = [f"{self.token},{ADMIN_TOKEN_USER},uid-admin,system:masters"]
+        """The admin (system:masters: every right under RBAC) and ``LIMITED_USER``, who has
+        no RoleBinding: what a data scientist with a fresh account meets."""
+        self.limited_token = os.urandom(16).hex()
+        lines = [f"{self.token},{ADMIN_TOKEN_USER},uid-admin,system:masters",
+                 f"{self.limited_token},{LIMITED_USER},uid-{LIMITED_USER}"]
         (pki / "tokens.csv").write_text("\n".join(lines) + "\n")
 
-    def add_token(self, user: str, groups: str = "") -> str:
-        """A bearer token for ``user`` (RBAC tests); the apiserver reads the token file at
-        start only, so call before ``start``... or restart the apiserver."""
-        token = os.urandom(16).hex()
-        with (self.workdir / "pki" / "tokens.csv").open("a") as handle:
-            handle.write(f'{token},{user},uid-{user},"{groups}"\n')
-        return token
+    def limited_kubeconfig(self) -> Path:
+        """A kubeconfig for ``LIMITED_USER`` (RBAC tests grant it Roles as they need)."""
+        return self.kubeconfig_for(self.limited_token, LIMITED_USER)
 
     def _kubeconfig_text(self, pki: Path, token: str, user: str) -> str:
         return json.dumps({
@@ -201,7 +225,7 @@ class LocalCluster:
                 "--tls-private-key-file", str(pki / "apiserver.key"),
                 "--client-ca-file", str(pki / "ca.crt"),
                 "--token-auth-file", str(pki / "tokens.csv"),
-                "--authorization-mode", "RBAC" if self.rbac else "AlwaysAllow",
+                "--authorization-mode=RBAC",  # as real clusters: 403s are testable
                 "--service-account-issuer=https://kubernetes.default.svc",
                 "--service-account-signing-key-file", str(pki / "sa.key"),
                 "--service-account-key-file", str(pki / "sa.pub"),
@@ -363,7 +387,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         log = self.log(name).open("ab")
         self.processes[name] = subprocess.Popen(
             args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, env=dict(os.environ, PATH=SYSTEM_PATH))
+            start_new_session=True, env=dict(os.environ, PATH=SYSTEM_PATH),
+            preexec_fn=die_with_parent)  # a killed session takes its cluster with it
         log.close()
 
     # -- teardown ---------------------------------------------------------------------------
@@ -393,6 +418,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True)
         for path in (self.run_dir, self.workdir, *KUBELET_FIXED_DIRS):
             shutil.rmtree(path, ignore_errors=True)
+        lock, self._lock = getattr(self, "_lock", None), None
+        if lock is not None:
+            lock.close()  # releases the flock: the next cluster may boot
 
     def _delete_pods(self) -> None:
         if "kube-apiserver" not in self.processes or "kubelet" not in self.processes:
@@ -466,6 +494,24 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                     directory.rmdir()
                 except OSError:
                     pass
+
+
+def _machine_lock(timeout: float = 1800.0) -> Any:
+    """One test cluster per machine: they share the bridge, the DNS address and the
+    kubelet's fixed directories. A second session waits (its pytest timeout still
+    applies) instead of breaking both."""
+    handle = open(LOCK_FILE, "w")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return handle
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                handle.close()
+                raise ClusterError(f"another test cluster has held {LOCK_FILE} for "
+                                   f"{timeout:g}s; stop it first")
+            time.sleep(1)
 
 
 def _pids() -> list[int]:

@@ -10,6 +10,7 @@ import pytest
 
 import cellship
 from cellship.errors import UsageError
+from cellship.k8s.errors import KubernetesForbidden
 from tests.integration.jobs import TRAIN_DIGITS
 
 pytestmark = [pytest.mark.k8s, pytest.mark.tf, pytest.mark.timeout(600)]
@@ -152,3 +153,27 @@ def test_a_job_follows_through_an_apiserver_restart(cluster, namespace) -> None:
 def test_kubernetes_only_options_with_the_local_backend_are_refused() -> None:
     with pytest.raises(UsageError):
         cellship.submit("print(1)\n", workers=1, backend="local", kubernetes={"image": "x"})
+
+
+def test_a_user_without_rights_gets_a_sentence_and_nothing_is_left(cluster, namespace,
+                                                                    monkeypatch) -> None:
+    """RBAC as in a real cluster: jane may create ConfigMaps (the job object) but not
+    Services, so the launch fails half-way: the error names what is missing, and what
+    was created is rolled back."""
+    monkeypatch.setenv("KUBECONFIG", str(cluster.local.limited_kubeconfig()))
+    with pytest.raises(KubernetesForbidden) as caught:
+        cellship.submit("print(1)\n", workers=1, name="no-rights", backend="kubernetes",
+                        kubernetes=options(cluster, namespace))
+    assert "403" in str(caught.value) and namespace in str(caught.value)
+    assert "configmaps" in str(caught.value).lower(), caught.value
+    cluster.kubectl("create", "role", "configmaps", "-n", namespace, "--verb=create,get,delete,list",
+                    "--resource=configmaps")
+    cluster.kubectl("create", "rolebinding", "jane-configmaps", "-n", namespace,
+                    "--role=configmaps", "--user=jane")
+    with pytest.raises(KubernetesForbidden) as caught:
+        cellship.submit("print(1)\n", workers=1, name="half-rights", backend="kubernetes",
+                        kubernetes=options(cluster, namespace))
+    assert "services" in str(caught.value).lower(), caught.value
+    left = cluster.kubectl("get", "configmaps,services,pods", "-n", namespace, "-l",
+                           "app.kubernetes.io/managed-by=cellship", "-o", "name").stdout
+    assert left.strip() == "", left

@@ -97,9 +97,10 @@ class KubernetesOptions:
 
     def require_image(self) -> str:
         if not self.image:
-            raise UsageError("--backend kubernetes needs --image: a container image with Python "
-                             "and TensorFlow (e.g. tensorflow/tensorflow:2.16.1); cellship "
-                             "itself need not be installed in it.")
+            raise UsageError("--backend kubernetes needs --image (or $CELLSHIP_K8S_IMAGE): a "
+                             "container image with Python and TensorFlow (e.g. "
+                             "tensorflow/tensorflow:2.16.1); cellship itself need not be "
+                             "installed in it.")
         return self.image
 
     def to_dict(self) -> dict[str, Any]:
