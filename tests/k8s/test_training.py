@@ -177,3 +177,13 @@ def test_a_user_without_rights_gets_a_sentence_and_nothing_is_left(cluster, name
     left = cluster.kubectl("get", "configmaps,services,pods", "-n", namespace, "-l",
                            "app.kubernetes.io/managed-by=cellship", "-o", "name").stdout
     assert left.strip() == "", left
+
+
+def test_a_replica_killed_for_memory_is_diagnosed_as_an_oom_kill(cluster, namespace) -> None:
+    hog = "data = b'x' * (400 << 20)\nprint('allocated', len(data), flush=True)\n"
+    job = cellship.submit(hog, workers=1, name="hog", backend="kubernetes", max_restarts=0,
+                          kubernetes=options(cluster, namespace, memory="64Mi",
+                                             memory_limit="128Mi"))
+    record = job.wait(timeout=120)
+    assert record.status == "failed"
+    assert "memory" in record.error.lower() and "128Mi" in record.error, record.error

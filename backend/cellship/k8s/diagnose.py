@@ -119,10 +119,12 @@ def diagnose(pod: Mapping[str, Any], events: Iterable[Mapping[str, Any]] = (),
         last if last.get("reason") == "OOMKilled" else None)
     if oom is not None and (phase == "Failed" or restarts > max_restarts
                             or reason == "CrashLoopBackOff" or terminated):
+        limit = _memory_limit(pod)
+        within = f", limit {limit}" if limit else ""
         return Diagnosis("OOMKilled",
-                         f"{name} was killed for running out of memory (OOMKilled, exit code "
-                         f"{oom.get('exitCode', 137)}): raise the memory option (and "
-                         "memory_limit), or use a smaller batch size.", fatal=True)
+                         f"{name} was killed for running out of memory (OOMKilled{within}, exit code "
+                         f"{oom.get('exitCode', 137)}): raise --memory-limit (and --memory), "
+                         "or use a smaller batch size.", fatal=True)
     if reason == "CrashLoopBackOff" or (restarts > max_restarts and last):
         code = last.get("exitCode")
         detail = last.get("message") or last.get("reason") or ""
@@ -139,3 +141,9 @@ def diagnose(pod: Mapping[str, Any], events: Iterable[Mapping[str, Any]] = (),
                          + (f": {why}" if why else "") + "; see its log with `cellship logs`.",
                          fatal=True)
     return None
+
+
+def _memory_limit(pod: Mapping[str, Any]) -> str | None:
+    """The first container's memory limit as written in the pod spec (e.g. ``128Mi``)."""
+    containers = (pod.get("spec") or {}).get("containers") or [{}]
+    return ((containers[0].get("resources") or {}).get("limits") or {}).get("memory")
