@@ -21,7 +21,8 @@ __all__ = ["submit", "submit_script", "jobs", "get_job", "last_job", "Job", "job
 _LAZY = {"submit": "api", "submit_script": "api", "jobs": "api", "get_job": "api",
          "last_job": "api", "Job": "api", "job": None,
          "batch": "sweep.api", "batches": "sweep.api", "get_batch": "sweep.api",
-         "Batch": "sweep.api", "record": "scraps"}
+         "Batch": "sweep.api", "record": "scraps",
+         "deploy": "deployment", "undeploy": "deployment", "deployments": "deployment"}
 
 
 def __getattr__(name: str) -> Any:
