@@ -31,6 +31,7 @@ that generated the program, without pip-installing anything in the pod.
 from __future__ import annotations
 
 import base64
+import math
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -319,7 +320,7 @@ def tfjob(identity: JobIdentity, spec: JobSpec, options: KubernetesOptions, *,
             "template": {"metadata": {"labels": pod_labels}, "spec": pod}}
     run_policy: dict[str, Any] = {"cleanPodPolicy": "Running", "backoffLimit": spec.max_restarts}
     if spec.timeout:
-        run_policy["activeDeadlineSeconds"] = int(spec.timeout)
+        run_policy["activeDeadlineSeconds"] = max(1, math.ceil(spec.timeout))  # 0 is invalid
     return {"apiVersion": "kubeflow.org/v1", "kind": "TFJob",
             "metadata": {"name": identity.prefix, "namespace": identity.namespace,
                          "labels": labels(identity)},
