@@ -49,6 +49,16 @@ def objects(cluster: Any, namespace: str, batch_id: str, kinds: str = "jobs,pods
     return [f"{o['kind']}/{o['metadata']['name']}" for o in json.loads(out)["items"]]
 
 
+def details(cluster: Any, namespace: str, batch_id: str) -> str:
+    """What is left and why it stays (deletion stamps, finalizers, phases), for messages."""
+    out = cluster.kubectl("get", "jobs,pods,configmaps", "-n", namespace, "-l",
+                          f"cellship.io/batch-id={batch_id}", "-o", "json").stdout
+    return json.dumps([{"kind": o["kind"], "name": o["metadata"]["name"],
+                        "deletion": o["metadata"].get("deletionTimestamp"),
+                        "finalizers": o["metadata"].get("finalizers"),
+                        "status": o.get("status")} for o in json.loads(out)["items"]], indent=1)
+
+
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -108,7 +118,8 @@ def test_image_that_is_not_there_fails_with_the_reason(cluster, namespace, tmp_p
     (run,) = batch.record.runs
     assert run.status == "failed"
     assert "cannot pull its image 'cellship.test/no-such-image:1'" in run.error, run.error
-    assert objects(cluster, namespace, batch.id) == []
+    assert objects(cluster, namespace, batch.id) == [], (
+        Path(run.log_path).read_text(), details(cluster, namespace, batch.id))
 
 
 def test_timeout_fails_the_run_and_keeps_the_partial_notebook(cluster, namespace, tmp_path: Path) -> None:

@@ -202,8 +202,11 @@ class FakeKubeWithJobs(FakeKube):
         with self.lock:
             return super().get(kind, namespace, name)
 
-    def delete(self, kind: str, namespace: str, name: str, propagation: str = "Foreground") -> None:
+    def delete(self, kind: str, namespace: str, name: str, propagation: str = "Foreground",
+               grace_seconds: int | None = None) -> None:
         with self.lock:
+            if grace_seconds is not None:
+                self.calls.append(("grace", kind, name, grace_seconds))
             super().delete(kind, namespace, name, propagation)
 
     def list(self, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:

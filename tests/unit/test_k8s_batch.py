@@ -287,8 +287,7 @@ def test_truncated_log_fails_the_run_and_names_the_limit(tmp_path, store, kube) 
 def test_oom_killed_pod(tmp_path, store, kube) -> None:
     kube.pod_script = lambda job, cm: (done(137, "OOMKilled"), ["loading data"])
     record = k8s_batch(tmp_path, store).run()
-    assert "out of memory (OOMKilled" in record.runs[0].error
-    assert "raise the memory option" in record.runs[0].error
+    assert "out of memory (OOMKilled" in record.runs[0].error  # diagnose.py's sentence
 
 
 def test_papermill_missing_in_the_image(tmp_path, store, kube) -> None:
@@ -307,6 +306,25 @@ def test_image_that_cannot_be_pulled_fails_at_once(tmp_path, store, kube) -> Non
     assert [r.status for r in record.runs] == ["failed", "failed"]
     assert "cannot pull its image 'nb:test'" in record.runs[0].error
     assert leftovers(kube) == []
+
+
+def test_delete_hurries_only_pods_that_never_ran() -> None:
+    class Slow(FakeKubeWithJobs):  # the API server's GC takes its time: pods stay a while
+        def delete(self, kind, namespace, name, propagation="Foreground", grace_seconds=None):
+            with self.lock:
+                self.calls.append(("delete", kind, name, propagation, grace_seconds))
+                self.objects.pop((kind, namespace, name), None)
+
+    kube = Slow()
+    job = kube.create(kb.job(kb.RunIdentity("ab12cd34", "nb", 0, 0, NS), settings(), "python3"))
+    stuck = kube.names("Pod")[0]
+    ran = kube.add_job_pod(job, running())
+    k8s_exec.delete_job(kube, NS, job["metadata"]["name"], "ab12cd34", wait=1)
+    deletes = [c for c in kube.calls if c[0] == "delete"]
+    # The Job first (so its controller makes no replacement), then the stuck pod at once.
+    assert deletes == [("delete", "Job", job["metadata"]["name"], "Foreground", None),
+                       ("delete", "Pod", stuck, "Background", 0)]
+    assert ("Pod", NS, ran) in kube.objects
 
 
 def test_unschedulable_pod_waits_then_fails_after_startup_timeout(tmp_path, store, kube) -> None:
@@ -407,3 +425,17 @@ def test_container_that_cannot_start_says_why_without_log_limit_noise(tmp_path, 
     error = record.runs[0].error
     assert error == ('the pod ended (exit code 128, exec: "python3": executable file not found '
                      'in $PATH) before papermill reported a result')
+
+
+def test_retry_reruns_failed_runs_as_new_jobs(tmp_path, store, kube) -> None:
+    kube.pod_script = papermill_pod(fail_when=lambda lr: lr == 0.5)
+    batch = k8s_batch(tmp_path, store)
+    batch.run()
+    kube.pod_script = papermill_pod()
+    record = batch.retry()
+    assert [r.status for r in record.runs] == ["succeeded", "succeeded"]
+    assert record.runs[1].attempt == 1
+    jobs = [c[2] for c in kube.calls if c[:2] == ("create", "Job")]
+    assert jobs[-1] == f"sweep-one-{batch.id}-1-r1"  # the retry's own Job, its own name
+    assert Path(record.runs[1].output_path).with_name("run-001.failed-1.ipynb").exists()
+    assert leftovers(kube) == []

@@ -36,11 +36,20 @@ class BatchKubeClient(KubeClient):
         with self._call("get", JOBS, namespace, name):
             return self._json(self.batch.read_namespaced_job(name, namespace))
 
-    def delete(self, kind: str, namespace: str, name: str,
-               propagation: str = "Foreground") -> None:
-        if kind != "Job":
+    def delete(self, kind: str, namespace: str, name: str, propagation: str = "Foreground",
+               grace_seconds: int | None = None) -> None:
+        """``grace_seconds=0`` removes a pod at once (for pods whose container never ran:
+        the kubelet can take tens of seconds to finish one stuck pulling its image)."""
+        if kind not in ("Job", "Pod") or (kind == "Pod" and grace_seconds is None):
             return super().delete(kind, namespace, name, propagation)
-        body = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": propagation}
+        body: dict[str, Any] = {"apiVersion": "v1", "kind": "DeleteOptions",
+                                "propagationPolicy": propagation}
+        if grace_seconds is not None:
+            body["gracePeriodSeconds"] = grace_seconds
+        if kind == "Pod":
+            with self._call("delete", "Pod", namespace, name):
+                self.core.delete_namespaced_pod(name, namespace, body=body)
+            return None
         with self._call("delete", JOBS, namespace, name):
             self.batch.delete_namespaced_job(name, namespace, body=body)
         return None
