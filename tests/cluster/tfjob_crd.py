@@ -228,13 +228,26 @@ def install(kubectl: Kubectl, crd: dict[str, Any], timeout: float = 60.0) -> Non
     """Create the CRD (``create``, not ``apply``: no last-applied annotation to
     outgrow) and wait until it is Established and TFJobs can be listed."""
     kubectl("create", "-f", "-", input=json.dumps(crd))
-    kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}",
-            f"--timeout={int(timeout)}s")
     deadline = time.monotonic() + timeout
+    # Polled by hand: `kubectl wait` right after the create failed once in CI (exit 1).
+    while not _established(kubectl):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{CRD_NAME} was created but is not Established after "
+                               f"{timeout:g}s")
+        time.sleep(0.3)
     while kubectl("get", PLURAL + "." + GROUP, "-A", check=False).returncode != 0:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{CRD_NAME} is Established but TFJobs cannot be listed")
         time.sleep(0.5)
+
+
+def _established(kubectl: Kubectl) -> bool:
+    out = kubectl("get", "crd", CRD_NAME, "-o", "json", check=False)
+    if out.returncode != 0:
+        return False
+    conditions = json.loads(out.stdout).get("status", {}).get("conditions") or []
+    return any(c.get("type") == "Established" and c.get("status") == "True"
+               for c in conditions)
 
 
 def is_installed(kubectl: Kubectl) -> bool:
