@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import nbformat
 import pytest
 
 import cellship
+from tests.k8s.support import options, wait_for
 from tests.integration.test_batch import make_notebook
 
 pytestmark = [pytest.mark.k8s, pytest.mark.kernel, pytest.mark.timeout(600)]
@@ -31,11 +31,6 @@ if fail:
     raise ValueError(f"asked to fail at lr={lr}")
 """
 PARAMETERS = "lr = 0.1\nepochs = 2\nfail = False\nsleep = 0"
-
-
-def options(cluster: Any, namespace: str, **more: Any) -> dict[str, Any]:
-    return {"image": cluster.image, "namespace": namespace, "image_pull_policy": "Never",
-            "context": cluster.context} | more
 
 
 def flags(cluster: Any, namespace: str) -> list[str]:
@@ -57,16 +52,6 @@ def details(cluster: Any, namespace: str, batch_id: str) -> str:
                         "deletion": o["metadata"].get("deletionTimestamp"),
                         "finalizers": o["metadata"].get("finalizers"),
                         "status": o.get("status")} for o in json.loads(out)["items"]], indent=1)
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
 
 
 def running_pods(cluster: Any, namespace: str) -> int:

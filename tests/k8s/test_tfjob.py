@@ -29,13 +29,13 @@ from cellship.k8s.manifests import JobIdentity
 from cellship.k8s.options import KubernetesOptions
 from cellship.spec import JobSpec
 from tests.cluster import tfjob_crd
+from tests.k8s import support
 
 pytestmark = [pytest.mark.k8s, pytest.mark.timeout(600)]
 
 
 def options(cluster: Any, namespace: str, **more: Any) -> dict[str, Any]:
-    return {"image": cluster.image, "namespace": namespace, "image_pull_policy": "Never",
-            "context": cluster.context, "launcher": "tfjob"} | more
+    return support.options(cluster, namespace, launcher="tfjob") | more
 
 
 def objects(cluster: Any, namespace: str, selector: str,

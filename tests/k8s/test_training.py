@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import pytest
 
 import cellship
+from tests.k8s.support import options, wait_for
 from cellship.errors import UsageError
 from cellship.k8s.errors import KubernetesForbidden
 from tests.integration.jobs import TRAIN_DIGITS
@@ -16,26 +16,11 @@ from tests.integration.jobs import TRAIN_DIGITS
 pytestmark = [pytest.mark.k8s, pytest.mark.tf, pytest.mark.timeout(600)]
 
 
-def options(cluster: Any, namespace: str, **more: Any) -> dict[str, Any]:
-    return {"image": cluster.image, "namespace": namespace, "image_pull_policy": "Never",
-            "context": cluster.context} | more
-
-
 def leftovers(cluster: Any, namespace: str, job_id: str) -> list[str]:
     """Every object of the job still in the namespace (pods, services, configmaps)."""
     out = cluster.kubectl("get", "pods,services,configmaps", "-n", namespace, "-l",
                           f"cellship.io/job-id={job_id}", "-o", "json").stdout
     return [f"{o['kind']}/{o['metadata']['name']}" for o in json.loads(out)["items"]]
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
 
 
 def test_two_workers_train_on_pods_with_logs_and_relayed_metrics(cluster, namespace) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from ..k8s.manifests import resource_requirements
 from ..k8s.names import label_value
 from .spec import DeploySpec
 
@@ -34,7 +35,6 @@ KSERVE_CONTAINER = "kserve-container"  # the name KServe requires for a custom p
 KSERVE_GROUP, KSERVE_VERSION, KSERVE_PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 KSERVE_POD_LABEL = "serving.kserve.io/inferenceservice"
 SERVICE_PORT = 8501
-GPU_RESOURCE = "nvidia.com/gpu"
 READINESS = {"initialDelaySeconds": 2, "periodSeconds": 2, "timeoutSeconds": 5,
              "failureThreshold": 3}
 LIVENESS = {"initialDelaySeconds": 60, "periodSeconds": 10, "timeoutSeconds": 5,
@@ -71,16 +71,8 @@ def probes(spec: DeploySpec) -> dict[str, Any]:
 
 
 def resources(spec: DeploySpec) -> dict[str, Any]:
-    requests = {k: v for k, v in (("cpu", spec.cpu), ("memory", spec.memory)) if v}
-    limits = {k: v for k, v in (("cpu", spec.cpu_limit), ("memory", spec.memory_limit)) if v}
-    if spec.gpus:
-        limits[GPU_RESOURCE] = str(spec.gpus)  # extended resources: limits only
-    out: dict[str, Any] = {}
-    if requests:
-        out["requests"] = requests
-    if limits:
-        out["limits"] = limits
-    return out
+    return resource_requirements(spec.cpu, spec.memory, spec.cpu_limit, spec.memory_limit,
+                                 spec.gpus)
 
 
 def command(spec: DeploySpec) -> dict[str, list[str]]:

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import UsageError
-from .manifests import CONTAINER, GPU_RESOURCE, MANAGED_BY, owner_reference
+from .manifests import (CONTAINER, MANAGED_BY, claim_volumes, owner_reference,
+                        resource_requirements)
 from .names import dns_label, label_value
 from .options import KubernetesOptions
 
@@ -168,11 +169,8 @@ def config_map(run: RunIdentity, input_notebook: bytes, owner: Mapping[str, Any]
 
 def _resources(settings: BatchSettings) -> dict[str, Any]:
     options = settings.options
-    requests = {k: v for k, v in (("cpu", options.cpu), ("memory", options.memory)) if v}
-    limits = {k: v for k, v in (("cpu", options.cpu_limit), ("memory", options.memory_limit)) if v}
-    if settings.gpus:
-        limits[GPU_RESOURCE] = str(settings.gpus)  # extended resources: limits only
-    return {k: v for k, v in (("requests", requests), ("limits", limits)) if v}
+    return resource_requirements(options.cpu, options.memory, options.cpu_limit,
+                                 options.memory_limit, settings.gpus)
 
 
 def _volumes(run: RunIdentity, options: KubernetesOptions) -> tuple[list, list]:
@@ -183,15 +181,8 @@ def _volumes(run: RunIdentity, options: KubernetesOptions) -> tuple[list, list]:
         {"name": "scratch", "emptyDir": {}}]
     mounts: list[dict[str, Any]] = [{"name": "batch", "mountPath": MOUNT_DIR, "readOnly": True},
                                     {"name": "scratch", "mountPath": SCRATCH}]
-    for i, volume in enumerate(options.volumes):
-        name = f"pvc-{i}"
-        volumes.append({"name": name, "persistentVolumeClaim": {"claimName": volume.claim,
-                                                               "readOnly": volume.read_only}})
-        mount = {"name": name, "mountPath": volume.mount_path, "readOnly": volume.read_only}
-        if volume.sub_path:
-            mount["subPath"] = volume.sub_path
-        mounts.append(mount)
-    return volumes, mounts
+    claims, claim_mounts = claim_volumes(options)
+    return volumes + claims, mounts + claim_mounts
 
 
 def job(run: RunIdentity, settings: BatchSettings, kernel: str) -> dict[str, Any]:

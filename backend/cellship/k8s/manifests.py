@@ -171,25 +171,21 @@ def restart_policy(spec: JobSpec) -> str:
     return "OnFailure" if spec.max_restarts > 0 else "Never"
 
 
+def resource_requirements(cpu: str | None, memory: str | None, cpu_limit: str | None,
+                          memory_limit: str | None, gpus: int = 0) -> dict[str, Any]:
+    """A container's ``resources`` (training pods, batch Jobs, deployments alike): only
+    what was asked for; GPUs as an extended resource, which takes limits only."""
+    requests = {k: v for k, v in (("cpu", cpu), ("memory", memory)) if v}
+    limits = {k: v for k, v in (("cpu", cpu_limit), ("memory", memory_limit)) if v}
+    if gpus:
+        limits[GPU_RESOURCE] = str(gpus)
+    return {k: v for k, v in (("requests", requests), ("limits", limits)) if v}
+
+
 def _resources(spec: JobSpec, options: KubernetesOptions, replica: Replica) -> dict[str, Any]:
-    requests: dict[str, str] = {}
-    limits: dict[str, str] = {}
-    if options.cpu:
-        requests["cpu"] = options.cpu
-    if options.memory:
-        requests["memory"] = options.memory
-    if options.cpu_limit:
-        limits["cpu"] = options.cpu_limit
-    if options.memory_limit:
-        limits["memory"] = options.memory_limit
-    if spec.gpus and replica.type != "ps":  # parameter servers hold variables, not compute
-        limits[GPU_RESOURCE] = str(spec.gpus)  # extended resources: limits only (request = limit)
-    out: dict[str, Any] = {}
-    if requests:
-        out["requests"] = requests
-    if limits:
-        out["limits"] = limits
-    return out
+    # Parameter servers hold variables, not compute: no GPUs for them.
+    return resource_requirements(options.cpu, options.memory, options.cpu_limit,
+                                 options.memory_limit, 0 if replica.type == "ps" else spec.gpus)
 
 
 def _env(identity: JobIdentity, spec: JobSpec, options: KubernetesOptions, replica: Replica,
@@ -226,6 +222,14 @@ def _volumes(identity: JobIdentity, options: KubernetesOptions) -> tuple[list, l
         {"name": "program", "mountPath": PROGRAM_DIR, "readOnly": True},
         {"name": "shim", "mountPath": SHIM_DIR, "readOnly": True},
         {"name": "job", "mountPath": JOB_DIR}]
+    claims, claim_mounts = claim_volumes(options)
+    return volumes + claims, mounts + claim_mounts
+
+
+def claim_volumes(options: KubernetesOptions) -> tuple[list, list]:
+    """The pod volumes and container mounts of the ``--volume`` PersistentVolumeClaims."""
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
     for i, vol in enumerate(options.volumes):
         name = f"pvc-{i}"
         volumes.append({"name": name, "persistentVolumeClaim": {"claimName": vol.claim,
