@@ -25,7 +25,7 @@ from pathlib import Path
 import nbformat
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import isolated_home, machine  # noqa: E402
+from _common import isolated_home, machine
 
 BIN = Path(sys.executable).parent
 

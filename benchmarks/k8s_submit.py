@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import isolated_home, machine  # noqa: E402
+from benchmarks._common import isolated_home, machine
 
 PROGRAM = "import time\nprint('up', flush=True)\ntime.sleep(300)\n"
 
@@ -65,10 +64,10 @@ def cellship_launch(cluster, namespace: str, image: str) -> float:
 
 
 def kubectl_launch(cluster, namespace: str, image: str) -> float:
-    from cellship.k8s.dryrun import build_objects
-    from cellship.k8s.manifests import JobIdentity
-    from cellship.k8s.options import KubernetesOptions
-    from cellship.spec import JobSpec
+    from cellship.kube.options import KubernetesOptions
+    from cellship.train.kubernetes.dryrun import build_objects
+    from cellship.train.kubernetes.manifests import JobIdentity
+    from cellship.train.spec import JobSpec
 
     job_id = uuid.uuid4().hex[:8]
     identity = JobIdentity(job_id, "plain", namespace)

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import isolated_home, machine  # noqa: E402
+from _common import isolated_home, machine
 
 PROGRAM = '''
 import time
@@ -53,8 +53,8 @@ def main() -> None:
     args = parser.parse_args()
     home = isolated_home()
     import cellship
-    from cellship.metrics import MetricsBuffer
-    from cellship.plots import render_png
+    from cellship.watch.charts import render_png
+    from cellship.watch.metrics import MetricsBuffer
 
     script = Path(tempfile.mkdtemp(prefix="cellship-bench-")) / "scalars.py"
     script.write_text(PROGRAM.format(steps=200, interval=0.1))

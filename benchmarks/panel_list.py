@@ -65,7 +65,7 @@ def time_endpoint(url: str, requests: int) -> tuple[list[float], int]:
 def time_uncached(home: Path) -> float:
     """The list built from nothing (no serialized rows kept), in this process: what a
     request costs when every job changed."""
-    from cellship.server.listing import JobListCache
+    from cellship.jupyter.listing import JobListCache
     from cellship.store import Store
 
     store = Store(home / "cellship.db")

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine  # noqa: E402
+from _common import machine
 
 POINTS = 100_000
 GOAL_MS = 100
@@ -28,7 +28,7 @@ GOAL_MS = 100
 def build_buffer():  # type: ignore[no-untyped-def]
     import numpy as np
 
-    from cellship.metrics import MetricsBuffer
+    from cellship.watch.metrics import MetricsBuffer
 
     rng = np.random.default_rng(0)
     buffer = MetricsBuffer()
@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args()
 
-    from cellship.plots import render_png
+    from cellship.watch.charts import render_png
 
     render_png(build_buffer())  # warm-up: imports and matplotlib's font cache
     buffer = build_buffer()

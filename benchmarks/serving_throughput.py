@@ -34,7 +34,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import isolated_home, machine  # noqa: E402
+from _common import isolated_home, machine
 
 CONCURRENCY = (1, 16, 64)
 GOAL_SPEEDUP = 5.0
@@ -214,7 +214,7 @@ def load(url: str, path: str, body: bytes, clients: int, seconds: float, max_req
 def measure(name: str, model_dir: Path, body: bytes, args: argparse.Namespace) -> dict:
     """Both servers up at once, and each level run against one then the other, so that
     load from elsewhere on a shared machine falls on both alike."""
-    from cellship.serving import start_server
+    from cellship.serve import start_server
 
     ceilings = [ceiling(model_dir, 64, 1.0)]
     result: dict = {"flask": {}, "cellship": {}}
@@ -271,9 +271,9 @@ def main() -> None:
         import flask  # noqa: F401
     except ImportError:
         sys.exit("serving_throughput: the baseline needs Flask: pip install flask (or -e .[bench])")
-    import numpy as np
-
     import shutil
+
+    import numpy as np
 
     home = isolated_home()
     root = Path(tempfile.mkdtemp(prefix="cellship-bench-models-"))

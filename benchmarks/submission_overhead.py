@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import TRAIN_PROGRAM, isolated_home, machine, median  # noqa: E402
+from _common import TRAIN_PROGRAM, isolated_home, machine, median
 
 
 def _first_step(text: str) -> float:

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import TRAIN_PROGRAM, isolated_home, machine  # noqa: E402
+from _common import TRAIN_PROGRAM, isolated_home, machine
 
 
 def rss_mb(pid: int) -> float | None:

@@ -8,8 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import (BackendError, CellshipError, JobFailed, JobNotFound, MissingDependency,
-                     ProgramError, UsageError)
+from cellship.errors import (
+    BackendError,
+    CellshipError,
+    JobFailed,
+    JobNotFound,
+    MissingDependency,
+    ProgramError,
+    UsageError,
+)
 
 __version__ = "0.1.0"
 
@@ -18,11 +25,15 @@ __all__ = ["submit", "submit_script", "jobs", "get_job", "last_job", "Job", "job
            "UsageError", "ProgramError", "JobNotFound", "JobFailed", "BackendError",
            "MissingDependency", "load_ipython_extension", "__version__"]
 
-_LAZY = {"submit": "api", "submit_script": "api", "jobs": "api", "get_job": "api",
-         "last_job": "api", "Job": "api", "job": None,
-         "batch": "sweep.api", "batches": "sweep.api", "get_batch": "sweep.api",
-         "Batch": "sweep.api", "record": "scraps",
+# public name -> module that defines it (imported on first use, so ``import cellship`` stays
+# light); ``job`` is the module of in-job helpers itself.
+_LAZY = {"submit": "train.api", "submit_script": "train.api", "jobs": "train.api",
+         "get_job": "train.api", "last_job": "train.api", "Job": "train.api",
+         "job": "inside.job",
+         "batch": "runs.api", "batches": "runs.api", "get_batch": "runs.api",
+         "Batch": "runs.api", "record": "runs.scraps",
          "deploy": "deployment", "undeploy": "deployment", "deployments": "deployment"}
+_MODULES = {"job"}
 
 
 def __getattr__(name: str) -> Any:
@@ -30,9 +41,8 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'cellship' has no attribute {name!r}")
     import importlib
 
-    if _LAZY[name] is None:
-        return importlib.import_module(f".{name}", __name__)
-    return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    module = importlib.import_module(f"{__name__}.{_LAZY[name]}")
+    return module if name in _MODULES else getattr(module, name)
 
 
 def load_ipython_extension(ipython: Any) -> None:

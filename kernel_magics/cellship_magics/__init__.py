@@ -10,10 +10,10 @@ from typing import Any
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    from .magics import CellshipMagics
+    from cellship_magics.magics import CellshipMagics
 
     ipython.register_magics(CellshipMagics)
 
 
-def unload_ipython_extension(ipython: Any) -> None:  # noqa: ARG001 - IPython's signature
+def unload_ipython_extension(ipython: Any) -> None:
     """Nothing to undo: magics stay registered until the kernel restarts."""

@@ -12,18 +12,24 @@ from IPython.core.inputtransformer2 import TransformerManager
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.display import Pretty, display
 
-from cellship import api
 from cellship.errors import CellshipError, JobFailed, UsageError
-from cellship.logstream import LogLine
-from cellship.options import (BATCH_OPTIONS, JOB_OPTIONS, batch_kwargs, kubernetes_from_args,
-                              option_names, spec_from_args)
-from cellship.program import HistoryCell, build_program
+from cellship.train import api
+from cellship.train.options import (
+    BATCH_OPTIONS,
+    JOB_OPTIONS,
+    batch_kwargs,
+    kubernetes_from_args,
+    option_names,
+    spec_from_args,
+)
+from cellship.train.program import HistoryCell, build_program
+from cellship.watch.logstream import LogLine
 
 JOB_ACTIONS = ("status", "logs", "attach", "cancel", "tensorboard")
 
 
 def _with_job_options(func: Callable) -> Callable:
-    """Apply the shared job options (cellship.options) as magic_arguments decorators."""
+    """Apply the shared job options (cellship.train.options) as magic_arguments decorators."""
     func = magic_arguments.argument("--tf-noise", action="store_true",
                                     help="also show TensorFlow's C++ INFO/WARNING lines")(func)
     for flags, kwargs in reversed(JOB_OPTIONS):
@@ -53,7 +59,7 @@ class LiveChart:
     papermill-executed notebooks."""
 
     def __init__(self, job: api.Job, interval: float = 2.0) -> None:
-        from cellship.metrics import MetricsBuffer
+        from cellship.watch.metrics import MetricsBuffer
 
         self.job = job
         self.buffer = MetricsBuffer()
@@ -73,7 +79,7 @@ class LiveChart:
             return
         if not force and time.monotonic() - self.last_draw < self.interval:
             return
-        from cellship.plots import render_png, render_text
+        from cellship.watch.charts import render_png, render_text
 
         png = render_png(self.buffer, title=f"{self.job.name} ({self.job.id})")
         self.handle.update({"image/png": png, "text/plain": render_text(self.buffer)}, raw=True)
@@ -96,7 +102,7 @@ def _with_batch_options(func: Callable) -> Callable:
 
 
 def _print_batch_event(kind: str, run: Any, batch: Any) -> None:
-    from cellship.sweep.api import describe_event
+    from cellship.runs.api import describe_event
 
     print(describe_event(kind, run, batch), flush=True)
 
@@ -220,7 +226,7 @@ class CellshipMagics(Magics):
         elif args.action == "tensorboard":
             from IPython.display import IFrame
 
-            from cellship.tensorboard_server import open_tensorboard
+            from cellship.watch.tensorboard import open_tensorboard
 
             server = open_tensorboard([job.id])
             print(f"TensorBoard for job {job.name} ({job.id}): {server.proxied_url()}", flush=True)
@@ -235,7 +241,7 @@ class CellshipMagics(Magics):
         Interrupting the kernel cancels the remaining runs and kills running kernels.
         Returns the Batch (``.results()`` is a pandas DataFrame).
         """
-        from cellship.sweep.api import create
+        from cellship.runs.api import create
 
         args = _parse(self.batch, line, [flags[0] for flags, _ in BATCH_OPTIONS])
         batch = create(args.notebook, warn=lambda text: print(f"cellship: warning: {text}"),

@@ -27,9 +27,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cellship.processes import die_with_parent
-
-from .dns import ClusterDNS
-from .pki import make_pki
+from tests.cluster.dns import ClusterDNS
+from tests.cluster.pki import make_pki
 
 HERE = Path(__file__).resolve().parent
 BRIDGE = "cellshipk8s0"
@@ -506,11 +505,11 @@ def _machine_lock(timeout: float = 1800.0) -> Any:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return handle
-        except BlockingIOError:
+        except BlockingIOError as err:
             if time.monotonic() > deadline:
                 handle.close()
                 raise ClusterError(f"another test cluster has held {LOCK_FILE} for "
-                                   f"{timeout:g}s; stop it first")
+                                   f"{timeout:g}s; stop it first") from err
             time.sleep(1)
 
 
@@ -551,7 +550,7 @@ def _tail(path: Path, lines: int = 30) -> str:
 def main() -> None:
     """``python -m tests.cluster.harness``: boot a cluster, print how to use it, keep it up
     until Ctrl-C (for trying cellship by hand against a real cluster)."""
-    from .image import training_image_archive
+    from tests.cluster.image import training_image_archive
 
     archive, image = training_image_archive()
     cluster = LocalCluster(build_binaries())

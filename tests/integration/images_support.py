@@ -325,7 +325,7 @@ class TokenServer:
             def log_message(self, *args: object) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 from urllib.parse import parse_qs, urlsplit
 
                 query = parse_qs(urlsplit(self.path).query)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,8 +14,6 @@ import pytest
 
 import cellship
 from cellship.store import Store
-
-from ..conftest import wait_until_gone
 
 pytestmark = pytest.mark.kernel
 

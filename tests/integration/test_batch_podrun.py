@@ -15,13 +15,12 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from cellship.k8s import batch as kb
+from cellship.inside import podrun
+from cellship.runs.api import create
+from cellship.runs.kubernetes import manifests as kb
+from cellship.runs.kubernetes.executor import KubernetesRunExecutor, RunWatch, parameterised_input
 from cellship.store import Store
-from cellship.sweep import podrun
-from cellship.sweep.api import create
-from cellship.sweep.kubernetes import KubernetesRunExecutor, RunWatch, parameterised_input
-
-from .test_batch import make_notebook
+from tests.integration.test_batch import make_notebook
 
 pytestmark = pytest.mark.kernel
 

@@ -10,8 +10,9 @@ import nbformat
 import pytest
 
 import cellship
-from cellship import cli, models
+from cellship import cli
 from cellship.errors import ExportError
+from cellship.serve import export as models
 
 pytestmark = [pytest.mark.serving, pytest.mark.kernel]
 

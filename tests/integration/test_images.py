@@ -24,12 +24,17 @@ from pathlib import Path
 import pytest
 import requests
 
-from cellship.images import (BadReference, BuildError, ImageNotFound, RegistryAuthError,
-                             RegistryUnreachable, RetryPolicy, build)
-from cellship.images.registry import (DOCKER_INDEX, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST,
-                                      Registry)
-
-from . import images_support as sup
+from cellship.images import (
+    BadReference,
+    BuildError,
+    ImageNotFound,
+    RegistryAuthError,
+    RegistryUnreachable,
+    RetryPolicy,
+    build,
+)
+from cellship.images.registry import DOCKER_INDEX, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, Registry
+from tests.integration import images_support as sup
 
 pytestmark = pytest.mark.images
 
@@ -131,7 +136,7 @@ def test_tf_serving_image_is_pushed_and_skopeo_sees_it(registry, serving_base, m
     assert result.mounted_blobs == tuple(base["Layers"])
     assert result.uploaded_bytes < result.layers[0].size + 10_000
     log = registry.log_text()
-    assert f"POST /v2/team/digits/blobs/uploads/?from=tensorflow%2Fserving&mount=" in log or \
+    assert "POST /v2/team/digits/blobs/uploads/?from=tensorflow%2Fserving&mount=" in log or \
         "mount=" in log
 
 
@@ -368,7 +373,7 @@ def test_python_kind_adds_cellship_and_the_command(registry, busybox, model, tmp
     assert "MODEL_NAME=digits" in config["Env"] and "8501/tcp" in config["ExposedPorts"]
     files = _layer_files(tag, result.layers[0].digest, tmp_path)
     site = "opt/cellship/site-packages"
-    assert f"{site}/cellship/cli.py" in files and f"{site}/cellship/images/builder.py" in files
+    assert f"{site}/cellship/cli/main.py" in files and f"{site}/cellship/images/builder.py" in files
     assert not any("__pycache__" in name for name in files)
     assert b"Name: cellship" in files[f"{site}/cellship-{__import__('cellship').__version__}.dist-info/METADATA"]
 
@@ -396,7 +401,7 @@ MAKE_MODEL = textwrap.dedent("""
 def test_python_image_runs_in_podman_and_answers_predict(registry, tmp_path):
     if sup.podman_unusable() or sup.missing_tools("debootstrap"):
         pytest.skip(sup.podman_unusable() or "debootstrap missing; `make system-deps` installs it")
-    from cellship import cli
+    from cellship.cli import main as cli
 
     if "serve" not in cli.COMMANDS:
         pytest.skip("`cellship serve` is not part of this tree yet")

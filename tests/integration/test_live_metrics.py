@@ -12,11 +12,10 @@ from pathlib import Path
 import pytest
 
 import cellship
-from cellship.backends.base import Backend
-from cellship.metrics import RELAY_MARK
-
-from ..conftest import wait_until_gone
-from . import jobs as programs
+from cellship.train.backend import Backend
+from cellship.watch.metrics import RELAY_MARK
+from tests.conftest import wait_until_gone
+from tests.integration import jobs as programs
 
 pytestmark = pytest.mark.tf
 
@@ -25,7 +24,7 @@ def test_scalars_arrive_while_the_job_runs_and_match_the_event_files(tmp_path: P
     script = tmp_path / "train.py"
     script.write_text(programs.TRAIN_DIGITS.format(epochs=4, sleep=1.5))
     job = cellship.submit_script(script, workers=2, name="live")
-    arrivals: list[tuple[float, cellship.api.ScalarPoint]] = []
+    arrivals: list[tuple[float, cellship.train.api.ScalarPoint]] = []
     lines: list[str] = []
     record = job.follow(lambda line: lines.append(str(line)),
                         on_metric=lambda p: arrivals.append((time.time(), p)))

@@ -15,9 +15,8 @@ import pytest
 
 import cellship
 from cellship.store import Store
-
-from ..conftest import job_processes, wait_until_gone
-from . import jobs as programs
+from tests.conftest import job_processes, wait_until_gone
+from tests.integration import jobs as programs
 
 pytestmark = pytest.mark.tf
 

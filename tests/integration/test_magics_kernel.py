@@ -14,8 +14,7 @@ from jupyter_client.manager import KernelManager
 
 import cellship
 from cellship.store import Store
-
-from ..conftest import REPO, job_processes, wait_until_gone
+from tests.conftest import REPO, job_processes, wait_until_gone
 
 pytestmark = [pytest.mark.kernel]
 
@@ -236,7 +235,7 @@ def test_job_survives_kernel_restart_and_can_be_reattached(kernel: Kernel) -> No
 
 
 def test_batch_magic_runs_a_sweep_and_returns_the_results(kernel: Kernel, tmp_path: Path) -> None:
-    from .test_batch import make_notebook
+    from tests.integration.test_batch import make_notebook
 
     notebook = make_notebook(tmp_path / "light.ipynb",
                              "import cellship\ncellship.record('double', lr * 2)")

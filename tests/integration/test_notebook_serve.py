@@ -8,8 +8,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from cellship import models
-from cellship.scraps import scraps_of
+from cellship.runs.scraps import scraps_of
+from cellship.serve import export as models
 
 pytestmark = [pytest.mark.serving, pytest.mark.kernel]
 

@@ -21,12 +21,11 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from cellship import models  # noqa: E402
 from cellship.errors import ExportError  # noqa: E402
-from cellship.serving.batcher import BatchingConfig  # noqa: E402
-from cellship.serving.server import BackgroundServer, ServingConfig  # noqa: E402
-
-from . import serving_models as make  # noqa: E402
+from cellship.serve import export as models  # noqa: E402
+from cellship.serve.batching import BatchingConfig  # noqa: E402
+from cellship.serve.server import BackgroundServer, ServingConfig  # noqa: E402
+from tests.integration import serving_models as make  # noqa: E402
 
 pytestmark = pytest.mark.serving
 
@@ -308,7 +307,7 @@ def test_export_refuses_a_model_that_does_not_answer_the_example(model_dirs: dic
 def test_cellship_serve_process_answers_and_stops_cleanly(model_dirs: dict[str, Path]) -> None:
     """`cellship serve digits --port 0` as a process (through start_server, which reads the
     URL it prints and waits for /healthz); SIGTERM ends it with exit code 0."""
-    from cellship.serving import start_server
+    from cellship.serve import start_server
 
     models.export_saved_model(model_dirs["digits"] / "1", "digits")
     server = start_server("digits", ready_timeout=90)
@@ -331,8 +330,8 @@ def test_cellship_serve_process_answers_and_stops_cleanly(model_dirs: dict[str, 
 
 
 def test_start_server_reports_a_server_that_cannot_start(tmp_path: Path) -> None:
-    from cellship.serving import start_server
-    from cellship.serving.process import ServerFailed
+    from cellship.serve import start_server
+    from cellship.serve.process import ServerFailed
 
     with pytest.raises(ServerFailed) as info:
         start_server("no-such-model", ready_timeout=60)

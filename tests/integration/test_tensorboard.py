@@ -1,4 +1,4 @@
-"""Real TensorBoard servers (cellship.tensorboard_server) over real TF event files.
+"""Real TensorBoard servers (cellship.watch.tensorboard) over real TF event files.
 
 The event files are written once per module by a subprocess with ``tf.summary`` (no model
 is trained). Every server is checked through TensorBoard's own JSON API, and every test
@@ -24,10 +24,10 @@ from typing import Any, Callable
 import psutil
 import pytest
 
-from cellship import tensorboard_server as tb
 from cellship.cli import main
 from cellship.errors import BackendError
 from cellship.store import JobRecord, ReplicaRecord, Store
+from cellship.watch import tensorboard as tb
 
 pytestmark = pytest.mark.tensorboard
 
@@ -385,7 +385,7 @@ def test_cli_reports_a_server_that_dies(logdirs):
 # -- the magic in a real kernel --------------------------------------------------------
 def test_job_tensorboard_magic_shows_the_proxied_url_and_dies_with_the_kernel(
         logdirs, tmp_path, monkeypatch, cellship_home):
-    from .test_magics_kernel import Kernel
+    from tests.integration.test_magics_kernel import Kernel
 
     record = _add_job("j1tbmagic", "digits", logdirs["a"])
     monkeypatch.setenv("TENSORBOARD_PROXY_URL", "/user/alice/proxy/%PORT%/")

@@ -16,8 +16,8 @@ import nbformat
 import pytest
 
 import cellship
-from tests.k8s.support import options, wait_for
 from tests.integration.test_batch import make_notebook
+from tests.k8s.support import options, wait_for
 
 pytestmark = [pytest.mark.k8s, pytest.mark.kernel, pytest.mark.timeout(600)]
 

@@ -34,8 +34,8 @@ import pytest
 
 from cellship.deployment import DeployFailed, deploy, deployments, undeploy
 from cellship.deployment import manifests as mf
-from cellship.deployment.kube import DeployKube
-from cellship.k8s.errors import KubernetesNotFound
+from cellship.kube.deploy_client import DeployKube
+from cellship.kube.errors import KubernetesNotFound
 
 pytestmark = pytest.mark.k8s
 

@@ -21,13 +21,13 @@ from typing import Any, Iterator
 import pytest
 
 import cellship
-from cellship.backends.kubernetes import KubernetesBackend
 from cellship.errors import CellshipError
-from cellship.k8s import manifests
-from cellship.k8s.client import KubeClient
-from cellship.k8s.manifests import JobIdentity
-from cellship.k8s.options import KubernetesOptions
-from cellship.spec import JobSpec
+from cellship.kube.client import KubeClient
+from cellship.kube.options import KubernetesOptions
+from cellship.train.kubernetes import manifests
+from cellship.train.kubernetes.backend import KubernetesBackend
+from cellship.train.kubernetes.manifests import JobIdentity
+from cellship.train.spec import JobSpec
 from tests.cluster import tfjob_crd
 from tests.k8s import support
 

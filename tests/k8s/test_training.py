@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 import cellship
-from tests.k8s.support import options, wait_for
 from cellship.errors import UsageError
-from cellship.k8s.errors import KubernetesForbidden
+from cellship.kube.errors import KubernetesForbidden
 from tests.integration.jobs import TRAIN_DIGITS
+from tests.k8s.support import options, wait_for
 
 pytestmark = [pytest.mark.k8s, pytest.mark.tf, pytest.mark.timeout(600)]
 

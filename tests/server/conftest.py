@@ -8,16 +8,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pytest_jupyter.jupyter_server import *  # noqa: F401,F403 - jp_fetch and its fixtures
+from pytest_jupyter.jupyter_server import *  # noqa: F403 - jp_fetch and its fixtures
 from tornado.httpclient import HTTPClientError
 
-from cellship.server import OPENAPI
+from cellship.jupyter import OPENAPI
 from cellship.store import Store
 
 
 @pytest.fixture
 def jp_server_config() -> dict[str, Any]:
-    return {"ServerApp": {"jpserver_extensions": {"cellship.server": True}}}
+    return {"ServerApp": {"jpserver_extensions": {"cellship.jupyter": True}}}
 
 
 @pytest.fixture(scope="session")

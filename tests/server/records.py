@@ -8,8 +8,8 @@ import secrets
 import time
 from pathlib import Path
 
-from cellship.spec import JobSpec
 from cellship.store import JobRecord, ReplicaRecord, Store
+from cellship.train.spec import JobSpec
 
 STATES = {"succeeded": "exited", "failed": "failed", "cancelled": "killed", "running": "running",
           "pending": "pending"}

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from cellship.server.routes import ROUTES
-
-from .records import fake_job
+from cellship.jupyter.routes import ROUTES
+from tests.server.records import fake_job
 
 
 async def test_version(call) -> None:
@@ -289,7 +288,7 @@ async def test_batch_bad_bodies(call) -> None:
 def test_every_route_is_in_the_openapi_file(openapi) -> None:
     import yaml
 
-    from cellship.server import OPENAPI
+    from cellship.jupyter import OPENAPI
 
     documented = set(yaml.safe_load(Path(OPENAPI).read_text())["paths"])
     routed = {"/" + pattern.replace("(?P<job_id>[^/]+)", "{job_id}")
@@ -303,7 +302,7 @@ def test_the_installed_config_enables_the_extension() -> None:
     import sys
 
     config = Path(sys.prefix) / "etc/jupyter/jupyter_server_config.d/cellship.json"
-    assert json.loads(config.read_text())["ServerApp"]["jpserver_extensions"]["cellship.server"]
+    assert json.loads(config.read_text())["ServerApp"]["jpserver_extensions"]["cellship.jupyter"]
 
 
 @pytest.mark.tensorboard
@@ -311,7 +310,7 @@ async def test_tensorboard_starts_and_is_reused(call, store, cellship_home: Path
     pytest.importorskip("tensorboard")
     import urllib.request
 
-    from cellship.tensorboard_server import stop_all
+    from cellship.watch.tensorboard import stop_all
 
     job = fake_job(store, cellship_home, name="tb-job")
     try:

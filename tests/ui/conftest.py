@@ -12,8 +12,7 @@ from typing import Iterator
 import pytest
 
 from tests.conftest import REPO
-
-from .lab import Lab, browser, missing_prerequisites, running_lab
+from tests.ui.lab import Lab, browser, missing_prerequisites, running_lab
 
 ARTIFACTS = REPO / "test-artifacts" / "ui"
 

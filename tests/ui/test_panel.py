@@ -17,8 +17,7 @@ import pytest
 
 from tests.conftest import job_processes, wait_until_gone
 from tests.server.records import fake_job
-
-from .lab import Lab, open_panel
+from tests.ui.lab import Lab, open_panel
 
 pytestmark = pytest.mark.ui
 

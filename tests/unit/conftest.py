@@ -28,7 +28,7 @@ def store(tmp_path: Path):
 def run_program(monkeypatch: pytest.MonkeyPatch):
     """Execute a generated Program in a fresh namespace, with the bootstrap replaced by a
     recorder (the real one prepares a replica: TF_CONFIG, markers, shipped values)."""
-    import cellship._bootstrap as bootstrap
+    import cellship.inside.bootstrap as bootstrap
 
     calls: list[bool] = []
 

@@ -10,8 +10,8 @@ import sys
 
 def test_core_modules_import_neither_tensorflow_nor_ipython():
     code = ("import json, sys\n"
-            "import cellship, cellship.cli, cellship.api, cellship.supervisor, cellship.program\n"
-            "import cellship.job, cellship.store, cellship.backends.local, cellship._bootstrap\n"
+            "import cellship, cellship.cli, cellship.train.api, cellship.train.local.supervisor, cellship.train.program\n"
+            "import cellship.inside.job, cellship.store, cellship.train.local.backend, cellship.inside.bootstrap\n"
             "heavy = ('tensorflow', 'tf_keras', 'keras', 'IPython')\n"
             "print(json.dumps(sorted(m for m in heavy if m in sys.modules)))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -23,7 +23,7 @@ def test_lazy_public_names():
     import cellship
 
     assert callable(cellship.submit) and callable(cellship.get_job)
-    assert cellship.job.is_chief.__module__ == "cellship.job"
+    assert cellship.job.is_chief.__module__ == "cellship.inside.job"
     try:
         cellship.no_such_name  # noqa: B018
     except AttributeError as err:

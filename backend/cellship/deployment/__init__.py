@@ -16,9 +16,16 @@ function itself.
 
 from __future__ import annotations
 
-from .api import (DeploymentInfo, DeployResult, UndeployResult, deploy, deployments, table,
-                  undeploy)
-from .errors import DeployError, DeployFailed, DeploymentNotFound, DeployTimeout
+from cellship.deployment.api import (
+           DeploymentInfo,
+           DeployResult,
+           UndeployResult,
+           deploy,
+           deployments,
+           table,
+           undeploy,
+)
+from cellship.deployment.errors import DeployError, DeployFailed, DeploymentNotFound, DeployTimeout
 
 __all__ = ["deploy", "undeploy", "deployments", "DeployResult", "DeploymentInfo",
            "UndeployResult", "table", "DeployError", "DeployFailed", "DeployTimeout",

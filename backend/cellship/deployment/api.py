@@ -14,14 +14,21 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from ..errors import CellshipError, UsageError
-from ..k8s.errors import KubernetesConflict, KubernetesNotFound
-from ..k8s.names import check_namespace
-from . import manifests as mf
-from .errors import DeployError, DeploymentNotFound, DeployTimeout
-from .rollout import Target, deployment_state, is_ready, live_pods, wait_pods_gone, wait_ready
-from .source import IMAGE, build_image, classify, inspect_image, needs_image_message
-from .spec import KINDS, PORT, DeploySpec, VolumeMount, check_name, parse_pull_policy
+from cellship.deployment import manifests as mf
+from cellship.deployment.errors import DeployError, DeploymentNotFound, DeployTimeout
+from cellship.deployment.rollout import (
+    Target,
+    deployment_state,
+    is_ready,
+    live_pods,
+    wait_pods_gone,
+    wait_ready,
+)
+from cellship.deployment.source import IMAGE, build_image, classify, inspect_image, needs_image_message
+from cellship.deployment.spec import KINDS, PORT, DeploySpec, VolumeMount, check_name, parse_pull_policy
+from cellship.errors import CellshipError, UsageError
+from cellship.kube.errors import KubernetesConflict, KubernetesNotFound
+from cellship.kube.names import check_namespace
 
 Progress = Callable[[str], None]
 DEPLOYMENT, ISVC = "Deployment", "InferenceService"
@@ -33,7 +40,7 @@ def _quiet(_message: str) -> None:
 
 
 def _default_client(context: str | None) -> Any:
-    from .kube import DeployKube
+    from cellship.kube.deploy_client import DeployKube
 
     return DeployKube(context=context)
 
@@ -360,7 +367,7 @@ def undeploy(name: str, *, namespace: str | None = None, context: str | None = N
     if not wait:
         return UndeployResult(name, ns, kind, waited=False)
     selector = mf.selector(name) if kind == DEPLOYMENT else f"{mf.KSERVE_POD_LABEL}={name}"
-    from ..k8s.client import wait_gone
+    from cellship.kube.client import wait_gone
 
     gone = wait_gone(client, kind, ns, name, timeout, poll=poll)
     left = wait_pods_gone(client, ns, selector, timeout if gone else poll, poll=poll)

@@ -6,8 +6,8 @@ one sentence of what went wrong and what to do, never a traceback.
 
 from __future__ import annotations
 
-from ..errors import BackendError
-from ..k8s.diagnose import Diagnosis
+from cellship.errors import BackendError
+from cellship.kube.diagnose import Diagnosis
 
 
 class DeployError(BackendError):

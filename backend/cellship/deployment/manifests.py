@@ -21,9 +21,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from ..k8s.manifests import resource_requirements
-from ..k8s.names import label_value
-from .spec import DeploySpec
+from cellship.deployment.spec import DeploySpec
+from cellship.kube.names import label_value
+from cellship.train.kubernetes.manifests import resource_requirements
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "cellship"}
 LABEL_DEPLOYMENT = "cellship.io/deployment"

@@ -5,7 +5,7 @@
 replica is left, and all are available (ready for ``minReadySeconds``). For an
 InferenceService it is the ``Ready`` condition KServe sets.
 
-While waiting, pods that are not ready are diagnosed with :func:`cellship.k8s.diagnose`
+While waiting, pods that are not ready are diagnosed with :func:`cellship.kube.diagnose`
 (with their events): a fatal diagnosis (image never pullable, crash loop, OOM, bad config)
 ends the wait at once, so a broken deploy fails in seconds instead of at the timeout. An
 image that still cannot be pulled after ``stuck_after`` seconds counts as fatal too (a wrong
@@ -20,9 +20,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from ..k8s.diagnose import Diagnosis, diagnose
-from ..k8s.errors import KubernetesError
-from .errors import DeployFailed, DeployTimeout
+from cellship.deployment.errors import DeployFailed, DeployTimeout
+from cellship.kube.diagnose import Diagnosis, diagnose
+from cellship.kube.errors import KubernetesError
 
 STUCK = ("ImagePull", "NotServing")  # not fatal at once, but they do not fix themselves
 Clock = Callable[[], float]

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
-from ..errors import CellshipError, UsageError
+from cellship.errors import CellshipError, UsageError
 
 IMAGE = "image"
 MODEL = "model"
@@ -49,7 +49,7 @@ class ImageInfo:
 def classify(text: str) -> Source:
     """A model (repository name or directory) or an image reference; else a UsageError
     saying which of the two was expected."""
-    from .. import models
+    from cellship.serve import export as models
 
     path = Path(text).expanduser()
     looks_like_path = os.sep in text and (text.startswith((".", "~", os.sep)) or path.exists())
@@ -66,14 +66,14 @@ def classify(text: str) -> Source:
             "deploy runs a container image: give one with its registry and tag (e.g. "
             f"registry.example.com/team/{text or 'model'}:v1), or build one from a model with "
             f"`cellship build MODEL --base {EXAMPLE_BASE} --tag REGISTRY/REPO:TAG`.{listing}")
-    from ..images.reference import parse
+    from cellship.images.reference import parse
 
     parse(text)  # BadReference (a UsageError) shows a valid example
     return Source(IMAGE, text)
 
 
 def _plain_name(text: str) -> bool:
-    from ..models import _NAME_RE
+    from cellship.serve.export import _NAME_RE
 
     return bool(_NAME_RE.match(text))
 
@@ -94,7 +94,7 @@ def build_image(model: str, base: str, tag: str, kind: str | None = None,
                 progress: Callable[[str], None] = lambda _m: None) -> tuple[str, str]:
     """``cellship build`` the model onto ``base`` as ``tag``; -> (digest-pinned image
     reference, model name). Pinned, so a redeploy of a rebuilt tag rolls out exactly it."""
-    from ..images import build
+    from cellship.images import build
 
     result = build(model, base=base, tag=tag, kind=kind, progress=progress)
     progress(f"built and pushed {result.ref} ({result.kind}) as {result.pinned}")
@@ -120,9 +120,9 @@ def info_from_config(config: Mapping) -> ImageInfo:
 def inspect_image(ref: str, platform: str = "linux/amd64") -> ImageInfo:
     """Read ``ref``'s config from its registry; a UsageError that says to give
     ``--model-name`` when the registry cannot be read."""
-    from ..images.builder import fetch_base
-    from ..images.reference import parse
-    from ..images.registry import Registry, RetryPolicy
+    from cellship.images.builder import fetch_base
+    from cellship.images.reference import parse
+    from cellship.images.registry import Registry, RetryPolicy
 
     reference = parse(ref)
     try:

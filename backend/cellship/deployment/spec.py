@@ -12,15 +12,15 @@ import re
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from ..errors import UsageError
-from ..k8s.names import check_namespace, check_object_name, dns_label, is_dns_label
+from cellship.errors import UsageError
+from cellship.kube.names import check_namespace, check_object_name, dns_label, is_dns_label
 
 PORT = 8501  # TF Serving's REST port; cellship's server and `cellship build` images use it too
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 KINDS = ("auto", "deployment", "kserve")
 _QUANTITY_RE = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$")
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
-_MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")  # as cellship.models names them
+_MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")  # as cellship.serve.export names them
 
 
 @dataclass(frozen=True)

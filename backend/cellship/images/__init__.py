@@ -14,11 +14,18 @@ Importing this package is cheap (no TensorFlow); ``requests`` is imported with i
 
 from __future__ import annotations
 
-from .builder import KINDS, BuildResult, LayerResult, build, default_kind
-from .errors import (BadReference, BuildError, ImageError, ImageNotFound, RegistryAuthError,
-                     RegistryError, RegistryUnreachable)
-from .reference import Reference, parse
-from .registry import Registry, RetryPolicy
+from cellship.images.builder import KINDS, BuildResult, LayerResult, build, default_kind
+from cellship.images.errors import (
+           BadReference,
+           BuildError,
+           ImageError,
+           ImageNotFound,
+           RegistryAuthError,
+           RegistryError,
+           RegistryUnreachable,
+)
+from cellship.images.reference import Reference, parse
+from cellship.images.registry import Registry, RetryPolicy
 
 __all__ = ["build", "BuildResult", "LayerResult", "KINDS", "default_kind", "parse",
            "Reference", "Registry", "RetryPolicy", "ImageError", "BadReference", "BuildError",

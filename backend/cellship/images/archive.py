@@ -23,13 +23,13 @@ import tarfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
-from .cache import cache_dir
-from .errors import BuildError
-from .layers import OCI_LAYER, Layer
-from .registry import OCI_CONFIG, OCI_MANIFEST, Registry, sha256_bytes
+from cellship.images.cache import cache_dir
+from cellship.images.errors import BuildError
+from cellship.images.layers import OCI_LAYER, Layer
+from cellship.images.registry import OCI_CONFIG, OCI_MANIFEST, Registry, sha256_bytes
 
 if TYPE_CHECKING:
-    from .builder import BaseImage
+    from cellship.images.builder import BaseImage
 
 REF_NAME = "org.opencontainers.image.ref.name"
 CONTAINERD_NAME = "io.containerd.image.name"

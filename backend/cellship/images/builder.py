@@ -37,15 +37,35 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Sequence
 
-from . import pydeps
-from .cache import cache_dir
-from .errors import BuildError
-from .layers import (DEFAULT_LEVEL, DOCKER_LAYER, OCI_LAYER, Entry, Layer, content_key, recall,
-                     remember, tree, write_layer)
-from .reference import Reference, parse
-from .registry import (DOCKER_CONFIG, DOCKER_MANIFEST, INDEXES, MANIFESTS, OCI_CONFIG,
-                       OCI_MANIFEST, Manifest, Registry, RetryPolicy, sha256_bytes)
-from .sources import ModelSource, resolve_model
+from cellship.images import pydeps
+from cellship.images.cache import cache_dir
+from cellship.images.errors import BuildError
+from cellship.images.layers import (
+    DEFAULT_LEVEL,
+    DOCKER_LAYER,
+    OCI_LAYER,
+    Entry,
+    Layer,
+    content_key,
+    recall,
+    remember,
+    tree,
+    write_layer,
+)
+from cellship.images.reference import Reference, parse
+from cellship.images.registry import (
+    DOCKER_CONFIG,
+    DOCKER_MANIFEST,
+    INDEXES,
+    MANIFESTS,
+    OCI_CONFIG,
+    OCI_MANIFEST,
+    Manifest,
+    Registry,
+    RetryPolicy,
+    sha256_bytes,
+)
+from cellship.images.sources import ModelSource, resolve_model
 
 KINDS = ("tf-serving", "python")
 PORT = 8501
@@ -118,11 +138,14 @@ def default_kind(base: Reference) -> str:
     return "tf-serving" if "tensorflow/serving" in base.repository else "python"
 
 
+DEFAULT_RETRY = RetryPolicy()  # frozen: safe to share as a default
+
+
 def build(model: str | Path, *, base: str, tag: str, kind: str | None = None,
           name: str | None = None, version: int | None = None, platform: str = "linux/amd64",
           insecure: bool = False, push: bool = True, archive: Path | None = None,
           python: str | None = None, deps_from_base: bool = False,
-          requirements: Sequence[str] = (), retry: RetryPolicy = RetryPolicy(),
+          requirements: Sequence[str] = (), retry: RetryPolicy = DEFAULT_RETRY,
           progress: Callable[[str], None] = lambda _m: None) -> BuildResult:
     """Append ``model`` (and for ``kind="python"`` cellship's server) to ``base`` and push
     the image as ``tag``; optionally also write an OCI archive. See the module docstring."""
@@ -159,7 +182,7 @@ def build(model: str | Path, *, base: str, tag: str, kind: str | None = None,
                   media_type, work)
         written = None
         if archive is not None:
-            from .archive import write_archive
+            from cellship.images.archive import write_archive
 
             written = write_archive(Path(archive), base_reg, image,
                                     [work.materialize(l) for l in layers], config_bytes,

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .errors import RegistryAuthError
-from .reference import DOCKER_HUB
+from cellship.images.errors import RegistryAuthError
+from cellship.images.reference import DOCKER_HUB
 
 _HUB_ALIASES = {DOCKER_HUB, "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"}
 

@@ -6,7 +6,7 @@ pushing to two registries must know which one refused.
 
 from __future__ import annotations
 
-from ..errors import CellshipError, UsageError
+from cellship.errors import CellshipError, UsageError
 
 
 class ImageError(CellshipError):

@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable
 
-from .cache import cache_dir
-from .errors import BuildError
+from cellship.images.cache import cache_dir
+from cellship.images.errors import BuildError
 
 DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"

@@ -31,13 +31,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from .cache import cache_dir
-from .errors import BuildError
-from .layers import DEFAULT_LEVEL, Entry, Layer, parents, tree, write_layer
+from cellship.images.cache import cache_dir
+from cellship.images.errors import BuildError
+from cellship.images.layers import DEFAULT_LEVEL, Entry, Layer, parents, tree, write_layer
 
 SITE = "/opt/cellship/site-packages"
 # What `python -m cellship.cli serve` imports outside the standard library (cellship.cli:
-# platformdirs; cellship.serving: TensorFlow, aiohttp, orjson, prometheus-client, and uvloop
+# platformdirs; cellship.serve: TensorFlow, aiohttp, orjson, prometheus-client, and uvloop
 # when present). A serving extra of cellship (if the distribution declares one) is added.
 BASE_REQUIREMENTS = ("tensorflow-cpu", "platformdirs", "aiohttp", "orjson", "prometheus-client",
                      "uvloop")

@@ -13,7 +13,7 @@ import ipaddress
 import re
 from dataclasses import dataclass, replace
 
-from .errors import BadReference
+from cellship.images.errors import BadReference
 
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_API = "registry-1.docker.io"

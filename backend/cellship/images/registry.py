@@ -30,14 +30,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
-from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit, parse_qsl
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
 import requests.adapters
 
-from .credentials import Credentials, docker_config_path, load_credentials
-from .errors import ImageNotFound, RegistryAuthError, RegistryError, RegistryUnreachable
-from .reference import DOCKER_HUB, DOCKER_HUB_API, is_local_host
+from cellship.images.credentials import Credentials, docker_config_path, load_credentials
+from cellship.images.errors import ImageNotFound, RegistryAuthError, RegistryError, RegistryUnreachable
+from cellship.images.reference import DOCKER_HUB, DOCKER_HUB_API, is_local_host
 
 log = logging.getLogger("cellship.images")
 

@@ -1,6 +1,6 @@
 """What ``cellship build MODEL`` puts in the image: one version of one SavedModel.
 
-MODEL means exactly what it means to ``cellship serve`` (:func:`cellship.models.resolve`):
+MODEL means exactly what it means to ``cellship serve`` (:func:`cellship.serve.export.resolve`):
 a model name in cellship's model repository, a SavedModel directory, or a TF-Serving-style
 directory of numbered versions. Without ``--version`` the highest version is taken, the
 one TF Serving would serve; a bare SavedModel directory is version 1 unless its own name is
@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import models
-from ..errors import UsageError
-from .errors import BuildError
+from cellship.errors import UsageError
+from cellship.images.errors import BuildError
+from cellship.serve import export as models
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,166 @@
+"""``cellship export``, ``cellship models`` and ``cellship serve``: the shell face of
+cellship.serve.export and cellship.serve."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from cellship.errors import UsageError
+
+
+def add_serving_commands(sub: Any) -> None:
+    export = sub.add_parser(
+        "export", help="run a notebook (or take a job's output), check its SavedModel and "
+        "store it as the next version of a model")
+    export.add_argument("notebook", metavar="NOTEBOOK", nargs="?",
+                        help="notebook to execute with papermill (or a SavedModel directory)")
+    export.add_argument("--name", "-n", default=None,
+                        help="model name (default: the SavedModel directory's name)")
+    export.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                        help="notebook parameter, parsed as papermill does (repeatable)")
+    export.add_argument("--job", "-j", default=None, metavar="JOB",
+                        help="export the SavedModel a finished job wrote instead of running a notebook")
+    export.add_argument("--model-dir", default=None, metavar="DIR",
+                        help="which SavedModel when several were produced (a path or a directory name)")
+    export.add_argument("--example", default=None, metavar="REQUEST.json",
+                        help="a TF Serving request body the model must answer before it is stored")
+    export.add_argument("--kernel", default=None, help="Jupyter kernel to run the notebook with")
+    export.add_argument("--json", action="store_true", help="print the stored version as JSON")
+
+    models = sub.add_parser("models", help="list exported models and their versions")
+    models.add_argument("name", metavar="MODEL", nargs="?", help="only this model")
+    models.add_argument("--json", action="store_true", help="machine-readable output")
+
+    serve = sub.add_parser("serve", help="serve models over TensorFlow Serving's REST API")
+    serve.add_argument("models", metavar="MODEL", nargs="+",
+                       help="a model name in the repository, a SavedModel directory, or a "
+                            "directory of numbered versions (several may be given)")
+    serve.add_argument("--port", type=int, default=8501,
+                       help="port (default 8501, TF Serving's REST port; 0: any free port)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--max-batch-size", type=int, default=64, metavar="N",
+                       help="rows per model call when batching concurrent requests (default 64)")
+    serve.add_argument("--batch-timeout-ms", type=float, default=0.0, metavar="MS",
+                       help="how long a request may wait for others to batch with (default 0: "
+                            "batches form from what queues while the model is busy)")
+    serve.add_argument("--max-queue", type=int, default=8192, metavar="ROWS",
+                       help="rows that may wait; beyond this requests get 503 (default 8192)")
+    serve.add_argument("--batch-threads", type=int, default=1, metavar="N",
+                       help="model calls in flight at once per signature (default 1)")
+    serve.add_argument("--max-body-mb", type=float, default=64.0, metavar="MB",
+                       help="largest request body; larger ones get 413 (default 64)")
+    serve.add_argument("--poll", type=float, default=1.0, metavar="SECONDS",
+                       help="how often to look for new versions (default 1)")
+    serve.add_argument("--versions", type=int, default=0, metavar="N",
+                       help="serve only the newest N versions (default 0: all)")
+    serve.add_argument("--intra-op-threads", type=int, default=0, metavar="N",
+                       help="TensorFlow threads per op (default 0: one per core)")
+    serve.add_argument("--inter-op-threads", type=int, default=0, metavar="N",
+                       help="TensorFlow ops run at once (default 0: TensorFlow's choice)")
+
+
+def _print_event(kind: str, run: Any, batch: Any) -> None:
+    if kind == "started":
+        print(f"cellship: running {batch.notebook} with papermill (batch {batch.id}; output "
+              f"{run.output_path})", file=sys.stderr, flush=True)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from cellship.serve import export as models
+
+    if bool(args.notebook) == bool(args.job):
+        raise UsageError("Give a NOTEBOOK to run, or --job JOB to export a finished job's "
+                         "SavedModel (one of them).")
+    if args.job:
+        if args.parameter:
+            raise UsageError("-p sets notebook parameters; a job has already run. Drop -p, or "
+                             "export a notebook.")
+        result = models.export_job(args.job, args.name, example=args.example,
+                                   model_dir=args.model_dir)
+    elif Path(args.notebook).is_dir():
+        if args.parameter:
+            raise UsageError(f"{args.notebook} is a SavedModel directory; -p is for notebooks.")
+        source = Path(args.notebook).resolve()
+        result = models.export_saved_model(source, models.check_name(args.name or source.name),
+                                           example=args.example)
+    else:
+        from cellship.runs.params import pairs_to_dict
+
+        result = models.export_notebook(args.notebook, args.name,
+                                        parameters=pairs_to_dict(args.parameter),
+                                        example=args.example, model_dir=args.model_dir,
+                                        kernel=args.kernel, on_event=_print_event)
+    if args.json:
+        print(json.dumps(result.model.to_dict(), indent=2, default=str))
+    else:
+        print(f"cellship: {result.summary()}", file=sys.stderr)
+        print(result.model.path)
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from cellship.serve import export as models
+
+    if args.name:
+        models.get_model(args.name)  # names what exists when this one does not
+    entries = models.list_models(args.name)
+    if args.json:
+        print(json.dumps([m.to_dict() for m in entries], indent=2, default=str))
+        return 0
+    if not entries:
+        print("no models yet: `cellship export NOTEBOOK --name MODEL` stores one")
+        return 0
+    rows = [("MODEL", "VERSION", "CREATED", "SOURCE", "SIGNATURE", "METRICS")]
+    for m in entries:
+        metrics = ", ".join(f"{k}={v:.4g}" for k, v in list((m.manifest.get("metrics") or {}).items())[:3]
+                            if isinstance(v, (int, float)))
+        rows.append((m.name, str(m.version), (m.created or "-").replace("T", " ")[:19],
+                     m.describe_source(), m.describe_signature(), metrics or "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    print("\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from cellship.serve import export as models
+    from cellship.serve.batching import BatchingConfig
+
+    resolved: dict[str, Path] = {}
+    for ref in args.models:
+        name, base = models.resolve(ref)
+        if name in resolved and resolved[name] != base:
+            raise UsageError(f"Two models would both be served as {name!r} ({resolved[name]} and "
+                             f"{base}); serve them from differently named directories.")
+        resolved[name] = base
+    if args.max_body_mb <= 0:
+        raise UsageError(f"--max-body-mb must be > 0, got {args.max_body_mb}.")
+    if args.poll <= 0:
+        raise UsageError(f"--poll must be > 0 seconds, got {args.poll}.")
+    batching = BatchingConfig(max_batch_size=args.max_batch_size, max_wait_ms=args.batch_timeout_ms,
+                              max_queue_rows=args.max_queue, batch_threads=args.batch_threads)
+    from cellship.serve.server import ServingConfig, serve_forever  # imports TensorFlow
+
+    config = ServingConfig(host=args.host, port=args.port, batching=batching,
+                           max_body_bytes=int(args.max_body_mb * 1_000_000),
+                           poll_interval_s=args.poll, max_versions=max(args.versions, 0),
+                           intra_op_threads=max(args.intra_op_threads, 0),
+                           inter_op_threads=max(args.inter_op_threads, 0))
+
+    def announce(server: Any) -> None:
+        for name, base in resolved.items():
+            print(f"cellship: serving {name} from {base} at {server.url}/v1/models/{name}",
+                  file=sys.stderr, flush=True)
+        print(f"cellship: health at {server.url}/healthz, metrics at {server.url}/metrics; "
+              "Ctrl-C stops", file=sys.stderr, flush=True)
+        print(server.url, flush=True)
+
+    serve_forever(resolved, config, announce)
+    return 0
+
+
+SERVING_COMMANDS = {"export": cmd_export, "models": cmd_models, "serve": cmd_serve}

@@ -1,0 +1,578 @@
+"""JSON <-> numpy for TensorFlow Serving's REST API v1, without TensorFlow.
+
+Why a module of its own: every rule a client can break lives here (the row and columnar
+formats, ``{"b64": ...}`` values, dtypes and shapes against the signature), so each bad
+request is answered with one sentence that names the input, what the signature expects
+and what arrived, and the rules are unit-tested without loading a model. The formats
+follow TF Serving's ``json_tensor.cc``: ``instances`` -> ``predictions``, ``inputs`` ->
+``outputs``, ``examples`` -> ``results``; NaN/Infinity tokens are accepted and written;
+DT_STRING outputs whose name ends in ``_bytes`` come back as ``{"b64": ...}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import orjson
+
+from cellship.serve.errors import RequestError, bad_request
+
+DEFAULT_SIGNATURE = "serving_default"
+PREDICT_METHOD = "tensorflow/serving/predict"
+CLASSIFY_METHOD = "tensorflow/serving/classify"
+REGRESS_METHOD = "tensorflow/serving/regress"
+
+# TF DataType names (as SignatureDefs and TF Serving's metadata spell them) -> numpy.
+DTYPES: dict[str, Any] = {
+    "DT_FLOAT": np.float32, "DT_DOUBLE": np.float64, "DT_HALF": np.float16,
+    "DT_INT8": np.int8, "DT_INT16": np.int16, "DT_INT32": np.int32, "DT_INT64": np.int64,
+    "DT_UINT8": np.uint8, "DT_UINT16": np.uint16, "DT_UINT32": np.uint32,
+    "DT_UINT64": np.uint64, "DT_BOOL": np.bool_, "DT_STRING": object,
+}
+_ORJSON_KINDS = frozenset("fiub")
+_NUMPY = orjson.OPT_SERIALIZE_NUMPY
+
+
+# -- signatures ---------------------------------------------------------------------------
+def format_shape(shape: Sequence[int | None] | None) -> str:
+    """``(None, 8, 8, 1)`` -> ``[-1, 8, 8, 1]`` (TF Serving's spelling of a free dim)."""
+    if shape is None:
+        return "[?]"
+    return "[" + ", ".join("-1" if d is None else str(d) for d in shape) + "]"
+
+
+@dataclass(frozen=True)
+class TensorSpecInfo:
+    """One named input or output of a signature."""
+
+    name: str
+    dtype: str  # a TF DataType name: "DT_FLOAT"
+    shape: tuple[int | None, ...] | None  # None: unknown rank; None in a dim: any size
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.dtype}, shape {format_shape(self.shape)})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype,
+                "shape": None if self.shape is None else [-1 if d is None else d for d in self.shape]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "TensorSpecInfo":
+        shape = data.get("shape")
+        return cls(data["name"], data["dtype"],
+                   None if shape is None else tuple(None if d == -1 else int(d) for d in shape))
+
+
+@dataclass(frozen=True)
+class SignatureInfo:
+    """A serving signature: what a request must send and what comes back."""
+
+    key: str
+    inputs: tuple[TensorSpecInfo, ...]
+    outputs: tuple[TensorSpecInfo, ...]
+    method_name: str = PREDICT_METHOD
+    _by_name: dict[str, TensorSpecInfo] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._by_name.update({spec.name: spec for spec in self.inputs})
+
+    def input(self, name: str) -> TensorSpecInfo | None:
+        return self._by_name.get(name)
+
+    @property
+    def input_names(self) -> list[str]:
+        return [spec.name for spec in self.inputs]
+
+    def takes(self) -> str:
+        return ", ".join(spec.describe() for spec in self.inputs) or "no inputs"
+
+    @property
+    def batchable(self) -> bool:
+        """Whether requests can be concatenated along dim 0 and the outputs split back:
+        every input and output has a known rank and a free leading (batch) dimension."""
+        specs = self.inputs + self.outputs
+        return bool(self.inputs) and all(s.shape is not None and len(s.shape) >= 1
+                                         and s.shape[0] is None for s in specs)
+
+    def _one_string_input(self) -> bool:
+        return len(self.inputs) == 1 and self.inputs[0].dtype == "DT_STRING"
+
+    @property
+    def can_classify(self) -> bool:
+        """TF Serving's classification shape: one DT_STRING input of serialized
+        tf.Example, outputs ``classes`` and/or ``scores`` (or the classify method)."""
+        names = {o.name for o in self.outputs}
+        return self._one_string_input() and (self.method_name == CLASSIFY_METHOD
+                                             or bool(names) and names <= {"classes", "scores"})
+
+    @property
+    def can_regress(self) -> bool:
+        """TF Serving's regression shape: one DT_STRING input of serialized tf.Example,
+        one output ``outputs`` (or the regress method)."""
+        names = [o.name for o in self.outputs]
+        return self._one_string_input() and (self.method_name == REGRESS_METHOD
+                                             or names == ["outputs"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.key, "method_name": self.method_name,
+                "inputs": [s.to_dict() for s in self.inputs],
+                "outputs": [s.to_dict() for s in self.outputs]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "SignatureInfo":
+        return cls(data["name"], tuple(TensorSpecInfo.from_dict(d) for d in data["inputs"]),
+                   tuple(TensorSpecInfo.from_dict(d) for d in data["outputs"]),
+                   data.get("method_name", PREDICT_METHOD))
+
+
+# -- request bodies -----------------------------------------------------------------------
+def parse_json(raw: bytes) -> dict[str, Any]:
+    """The request body as a JSON object (NaN, Infinity and -Infinity allowed, as in
+    TF Serving)."""
+    if not raw.strip():
+        raise bad_request('The request body is empty: send a JSON object such as '
+                          '{"instances": [...]}.')
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        try:  # the stdlib parser also reads the NaN / Infinity tokens TF Serving accepts
+            doc = json.loads(raw)
+        except json.JSONDecodeError as err:
+            raise bad_request(f"Malformed JSON: {err.msg} at line {err.lineno} column "
+                              f"{err.colno} (character {err.pos}).") from None
+        except UnicodeDecodeError:
+            raise bad_request("Malformed JSON: the body is not UTF-8 text.") from None
+    if not isinstance(doc, dict):
+        raise bad_request(f"The request body must be a JSON object such as "
+                          f'{{"instances": [...]}}, not a JSON {_json_type(doc)}.')
+    return doc
+
+
+def signature_name(doc: Mapping[str, Any]) -> str:
+    name = doc.get("signature_name", DEFAULT_SIGNATURE)
+    if not isinstance(name, str):
+        raise bad_request(f"'signature_name' must be a string, got a JSON {_json_type(name)}.")
+    return name or DEFAULT_SIGNATURE
+
+
+@dataclass(frozen=True)
+class PredictRequest:
+    """A :predict body turned into tensors for one signature."""
+
+    signature: str
+    columnar: bool  # "inputs" -> "outputs"; otherwise "instances" -> "predictions"
+    tensors: dict[str, np.ndarray]
+    rows: int | None  # the batch dimension, when it may be batched with other requests
+
+
+def decode_predict(doc: Mapping[str, Any], sig: SignatureInfo) -> PredictRequest:
+    has_instances, has_inputs = "instances" in doc, "inputs" in doc
+    if has_instances and has_inputs:
+        raise bad_request("The request has both 'instances' (row format) and 'inputs' "
+                          "(columnar format); send one of them.")
+    if not (has_instances or has_inputs):
+        keys = ", ".join(repr(k) for k in doc) or "none"
+        raise bad_request(f"The request has neither 'instances' (row format) nor 'inputs' "
+                          f"(columnar format); its keys: {keys}. Signature {sig.key!r} takes "
+                          f"{sig.takes()}.")
+    if not sig.inputs:
+        raise bad_request(f"Signature {sig.key!r} takes no inputs; nothing can be fed to it.")
+    if has_instances:
+        tensors, rows = _decode_rows(doc["instances"], sig)
+        return PredictRequest(sig.key, False, tensors, rows if sig.batchable else None)
+    tensors = _decode_columns(doc["inputs"], sig)
+    leading = {a.shape[0] if a.ndim else None for a in tensors.values()}
+    rows = next(iter(leading)) if sig.batchable and len(leading) == 1 else None
+    return PredictRequest(sig.key, True, tensors, rows)
+
+
+def _is_b64(value: Any) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and isinstance(value.get("b64"), str)
+
+
+def _is_named(value: Any) -> bool:
+    return isinstance(value, dict) and not _is_b64(value)
+
+
+def _decode_rows(instances: Any, sig: SignatureInfo) -> tuple[dict[str, np.ndarray], int]:
+    if not isinstance(instances, list):
+        raise bad_request(f"'instances' must be a list with one item per instance, got a JSON "
+                          f"{_json_type(instances)}.")
+    if not instances:
+        raise bad_request("'instances' is empty: send at least one instance.")
+    names = sig.input_names
+    if _is_named(instances[0]):
+        for index, item in enumerate(instances):
+            if not _is_named(item):
+                raise bad_request(f"instance {index} is a JSON {_json_type(item)}, but instance "
+                                  "0 is an object: send every instance as an object of named "
+                                  "inputs, or none.")
+            _check_names(item, sig, f"instance {index}")
+        tensors = {name: _to_array([item[name] for item in instances], sig.input(name),
+                                   row=True) for name in names}
+    else:
+        if len(names) > 1:
+            raise bad_request(f"Signature {sig.key!r} takes several inputs ({', '.join(names)}): "
+                              "send each instance as an object naming them, e.g. "
+                              f'{{"{names[0]}": ..., "{names[1]}": ...}}.')
+        for index, item in enumerate(instances):
+            if _is_named(item):
+                raise bad_request(f"instance {index} is an object, but instance 0 is not: "
+                                  "send every instance the same way.")
+        tensors = {names[0]: _to_array(instances, sig.inputs[0], row=True)}
+    return tensors, len(instances)
+
+
+def _decode_columns(inputs: Any, sig: SignatureInfo) -> dict[str, np.ndarray]:
+    names = sig.input_names
+    if _is_named(inputs):
+        _check_names(inputs, sig, "'inputs'")
+        return {name: _to_array(inputs[name], sig.input(name), row=False) for name in names}
+    if len(names) > 1:
+        raise bad_request(f"Signature {sig.key!r} takes several inputs ({', '.join(names)}): "
+                          "'inputs' must be an object naming each of them.")
+    return {names[0]: _to_array(inputs, sig.inputs[0], row=False)}
+
+
+def _check_names(item: Mapping[str, Any], sig: SignatureInfo, where: str) -> None:
+    unknown = [k for k in item if sig.input(k) is None]
+    if unknown:
+        raise bad_request(f"{where} names the input {unknown[0]!r}, which signature {sig.key!r} "
+                          f"does not take; it takes {sig.takes()}.")
+    missing = [n for n in sig.input_names if n not in item]
+    if missing:
+        raise bad_request(f"{where} lacks the input {missing[0]!r}: signature {sig.key!r} "
+                          f"takes {sig.takes()}.")
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+_KIND_WORDS = {"f": "decimal numbers", "i": "whole numbers", "u": "whole numbers",
+               "b": "true/false values", "U": "strings", "S": "strings"}
+
+
+def _got(arr: np.ndarray) -> str:
+    if arr.dtype.kind == "O":
+        for leaf in arr.flat:
+            if leaf is None:
+                return "null values"
+            if isinstance(leaf, dict):
+                return "objects" + (" ({\"b64\": ...} is only for DT_STRING inputs)"
+                                    if _is_b64(leaf) else "")
+            if isinstance(leaf, list):
+                return "ragged nested lists (rows of different lengths)"
+        return "mixed values"
+    return _KIND_WORDS.get(arr.dtype.kind, str(arr.dtype))
+
+
+_ACCEPTS = {"f": "fiu", "i": "iu", "u": "iu", "b": "b"}
+
+
+def _to_array(value: Any, spec: TensorSpecInfo | None, row: bool) -> np.ndarray:
+    """One input's JSON value as a numpy array of the signature's dtype and shape."""
+    assert spec is not None
+    target = DTYPES.get(spec.dtype)
+    if target is None:
+        raise bad_request(f"input {spec.name!r} has dtype {spec.dtype}, which the REST API "
+                          "cannot carry in JSON.")
+    if target is object:
+        arr = _to_strings(value, spec)
+    else:
+        try:
+            inferred = np.asarray(value)
+        except (ValueError, TypeError):
+            raise bad_request(f"input {spec.name!r}: expected {spec.dtype} values in nested "
+                              f"lists of shape {_expected_shape(spec, row)}, got ragged nested "
+                              "lists (rows of different lengths).") from None
+        kind = np.dtype(target).kind
+        if inferred.dtype.kind not in _ACCEPTS[kind] or inferred.dtype.kind == "O":
+            if inferred.size == 0 and inferred.dtype.kind == "f":
+                inferred = inferred.astype(target)
+            else:
+                raise bad_request(f"input {spec.name!r}: expected {spec.dtype} values, got "
+                                  f"{_got(inferred)}.")
+        if kind in "iu" and inferred.size:
+            info = np.iinfo(target)
+            low, high = inferred.min(), inferred.max()
+            if low < info.min or high > info.max:
+                raise bad_request(f"input {spec.name!r}: {high if high > info.max else low} "
+                                  f"does not fit in {spec.dtype} ({info.min}..{info.max}).")
+        arr = inferred.astype(target, copy=False)
+    _check_shape(arr, spec, row)
+    return arr
+
+
+def _to_strings(value: Any, spec: TensorSpecInfo) -> np.ndarray:
+    try:
+        arr = np.asarray(value, dtype=object)
+    except (ValueError, TypeError):
+        arr = np.asarray([None], dtype=object)
+    out = np.empty(arr.shape, dtype=object)
+    for index, leaf in enumerate(arr.flat):
+        if isinstance(leaf, str):
+            out.flat[index] = leaf.encode("utf-8")
+        elif _is_b64(leaf):
+            try:
+                out.flat[index] = base64.b64decode(leaf["b64"], validate=True)
+            except (binascii.Error, ValueError):
+                raise bad_request(f"input {spec.name!r}: {{\"b64\": {leaf['b64'][:40]!r}}} is "
+                                  "not valid base64.") from None
+        elif isinstance(leaf, list):
+            raise bad_request(f"input {spec.name!r}: expected {spec.dtype} values in nested "
+                              "lists of one shape, got ragged nested lists.")
+        else:
+            raise bad_request(f"input {spec.name!r}: expected {spec.dtype} values (strings, or "
+                              f'{{"b64": ...}} for binary data), got a JSON {_json_type(leaf)}.')
+    return out
+
+
+def _expected_shape(spec: TensorSpecInfo, row: bool) -> str:
+    if spec.shape is None:
+        return "[?]"
+    return format_shape(spec.shape[1:] if row else spec.shape)
+
+
+def _check_shape(arr: np.ndarray, spec: TensorSpecInfo, row: bool) -> None:
+    expected = spec.shape
+    if expected is None:
+        return
+    got = arr.shape
+    if len(got) == len(expected) and all(e is None or e == g for e, g in zip(expected, got)):
+        return
+    if row:
+        raise bad_request(f"input {spec.name!r}: expected each instance of shape "
+                          f"{format_shape(expected[1:])} (signature shape "
+                          f"{format_shape(expected)}, {spec.dtype}), got instances of shape "
+                          f"{format_shape(got[1:])}.")
+    raise bad_request(f"input {spec.name!r}: expected shape {format_shape(expected)} "
+                      f"({spec.dtype}), got {format_shape(got)}.")
+
+
+# -- classify / regress ---------------------------------------------------------------------
+Feature = tuple[str, list[Any]]  # ("int64" | "float" | "bytes", values)
+
+
+@dataclass(frozen=True)
+class ExamplesRequest:
+    """A :classify or :regress body: tf.Example features, context merged into each."""
+
+    signature: str
+    examples: list[dict[str, Feature]]
+
+
+def decode_examples(doc: Mapping[str, Any], verb: str) -> ExamplesRequest:
+    examples = doc.get("examples")
+    if examples is None:
+        raise bad_request(f"A {verb} request needs 'examples': a list of objects of features, "
+                          'e.g. {"examples": [{"x": 1.0}]}.')
+    if not isinstance(examples, list) or not examples:
+        raise bad_request(f"'examples' must be a non-empty list of objects, got "
+                          f"{'an empty list' if examples == [] else 'a JSON ' + _json_type(examples)}.")
+    context: dict[str, Feature] = {}
+    if "context" in doc:
+        if not _is_named(doc["context"]):
+            raise bad_request("'context' must be an object of features shared by all examples.")
+        context = _features(doc["context"], "context")
+    decoded = []
+    for index, example in enumerate(examples):
+        if not _is_named(example):
+            raise bad_request(f"example {index} must be a JSON object of features, got a JSON "
+                              f"{_json_type(example)}.")
+        features = _features(example, f"example {index}")
+        both = sorted(set(features) & set(context))
+        if both:
+            raise bad_request(f"feature {both[0]!r} is in both 'context' and example {index}; "
+                              "a context feature must not appear in the examples.")
+        decoded.append(features | context)
+    return ExamplesRequest(signature_name(doc), decoded)
+
+
+def _features(obj: Mapping[str, Any], where: str) -> dict[str, Feature]:
+    out: dict[str, Feature] = {}
+    for name, content in obj.items():
+        kind: str | None = None
+        values: list[Any] = []
+        for value in content if isinstance(content, list) else [content]:
+            if isinstance(value, bool):
+                this, value = "int64", int(value)
+            elif isinstance(value, int):
+                this = "int64"
+            elif isinstance(value, float):
+                this = "float"
+            elif isinstance(value, str):
+                this, value = "bytes", value.encode("utf-8")
+            elif _is_b64(value):
+                this = "bytes"
+                try:
+                    value = base64.b64decode(value["b64"], validate=True)
+                except (binascii.Error, ValueError):
+                    raise bad_request(f"{where}: feature {name!r} has a b64 value that is not "
+                                      "valid base64.") from None
+            else:
+                raise bad_request(f"{where}: feature {name!r} has a JSON {_json_type(value)}; "
+                                  "a feature is a number, a string, {\"b64\": ...}, or a flat "
+                                  "list of one of those.")
+            if kind is not None and kind != this:
+                raise bad_request(f"{where}: feature {name!r} mixes {kind} and {this} values; "
+                                  "a feature holds one kind.")
+            kind = this
+            values.append(value)
+        out[name] = (kind or "float", values)
+    return out
+
+
+# -- responses -------------------------------------------------------------------------------
+class _NonFinite:
+    """An output holding NaN or Infinity: written by the stdlib encoder, which spells them
+    as TF Serving does (orjson would write null)."""
+
+    def __init__(self, value: np.ndarray | np.generic) -> None:
+        self.value = value
+
+
+def output_value(name: str, arr: np.ndarray) -> Any:
+    """One output tensor in a form :func:`dumps` writes the TF Serving way."""
+    if arr.dtype.kind in "OS":
+        return _strings_out(name, arr)
+    if arr.dtype.kind not in _ORJSON_KINDS or arr.dtype.itemsize > 8:
+        arr = arr.astype(np.int64 if arr.dtype.kind in "iu" else np.float32)
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        return _NonFinite(arr)
+    return arr[()] if arr.ndim == 0 else np.ascontiguousarray(arr)
+
+
+def _strings_out(name: str, arr: np.ndarray) -> Any:
+    as_b64 = name.endswith("_bytes")
+
+    def one(value: Any) -> Any:
+        if isinstance(value, str):
+            return value
+        data = bytes(value)
+        if not as_b64:
+            try:
+                return data.decode("utf-8")
+            except UnicodeDecodeError:
+                pass
+        return {"b64": base64.b64encode(data).decode("ascii")}
+
+    if arr.ndim == 0:
+        return one(arr[()])
+    out = np.empty(arr.shape, dtype=object)
+    for index, value in enumerate(arr.flat):
+        out.flat[index] = one(value)
+    return out.tolist()
+
+
+def _has_nonfinite(value: Any) -> bool:
+    if isinstance(value, _NonFinite):
+        return True
+    if isinstance(value, dict):
+        return any(_has_nonfinite(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_nonfinite(v) for v in value)
+    return False
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, _NonFinite):
+        return _plain(value.value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def dumps(payload: Any) -> bytes:
+    """JSON bytes: float32 values written shortest (0.2, not 0.20000000298...) as TF
+    Serving writes them, NaN/Infinity as tokens."""
+    if _has_nonfinite(payload):
+        return json.dumps(_plain(payload), allow_nan=True, separators=(",", ":")).encode()
+    return orjson.dumps(payload, option=_NUMPY)
+
+
+def encode_predict(outputs: Mapping[str, np.ndarray], columnar: bool) -> bytes:
+    """``{"predictions": ...}`` (row format) or ``{"outputs": ...}`` (columnar)."""
+    if not outputs:
+        raise RequestError("The signature returned no outputs.", 500)
+    values = {name: output_value(name, arr) for name, arr in outputs.items()}
+    if columnar:
+        return dumps({"outputs": next(iter(values.values())) if len(values) == 1 else values})
+    sizes = {name: (arr.shape[0] if arr.ndim else None) for name, arr in outputs.items()}
+    if None in sizes.values() or len(set(sizes.values())) > 1:
+        raise bad_request("The outputs of this signature do not share a batch dimension "
+                          f"({', '.join(f'{k}: {v}' for k, v in sizes.items())}), so they cannot "
+                          "be returned per instance; send the columnar format ('inputs').")
+    if len(values) == 1:
+        return dumps({"predictions": next(iter(values.values()))})
+    rows = next(iter(sizes.values())) or 0
+    per_row = {name: _rows_of(value, rows) for name, value in values.items()}
+    return dumps({"predictions": [{name: per_row[name][i] for name in values}
+                                  for i in range(rows)]})
+
+
+def _rows_of(value: Any, rows: int) -> list[Any]:
+    if isinstance(value, _NonFinite):
+        return [_NonFinite(value.value[i]) for i in range(rows)]
+    if isinstance(value, np.ndarray):
+        return [value[i] for i in range(rows)]
+    return list(value)
+
+
+def encode_classify(classes: np.ndarray | None, scores: np.ndarray | None) -> bytes:
+    """``{"results": [[[label, score], ...], ...]}`` as TF Serving writes a classification
+    (label "" when the signature has no ``classes``, score 0.0 when it has no ``scores``)."""
+    ref = scores if scores is not None else classes
+    if ref is None:
+        raise RequestError("The classification signature returned neither 'classes' nor "
+                           "'scores'.", 500)
+    n = ref.shape[0] if ref.ndim else 1
+    score_rows = None if scores is None else scores.reshape(n, -1).astype(np.float32)
+    class_rows = None if classes is None else classes.reshape(n, -1)
+    k = (score_rows if score_rows is not None else class_rows).shape[1]  # type: ignore[union-attr]
+    results = [[["" if class_rows is None else _label(class_rows[i, j]),
+                 np.float32(0.0) if score_rows is None else score_rows[i, j]]
+                for j in range(k)] for i in range(n)]
+    if score_rows is not None and not np.isfinite(score_rows).all():
+        return dumps({"results": [[[lab, _NonFinite(s)] for lab, s in row] for row in results]})
+    return dumps({"results": results})
+
+
+def _label(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)
+
+
+def encode_regress(values: np.ndarray) -> bytes:
+    """``{"results": [v1, v2, ...]}``: one value per example."""
+    flat = values.reshape(values.shape[0], -1) if values.ndim else values.reshape(1, 1)
+    if flat.shape[1] != 1:
+        raise bad_request(f"The regression signature returned {flat.shape[1]} values per example; "
+                          "a regression returns one.")
+    return dumps({"results": output_value("outputs", flat[:, 0].astype(np.float32))})
+
+
+def error_body(message: str) -> bytes:
+    return orjson.dumps({"error": message})

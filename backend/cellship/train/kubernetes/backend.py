@@ -1,0 +1,485 @@
+"""The Kubernetes backend: a job's replicas are pods (or one Kubeflow TFJob) in a cluster.
+
+``_launch`` creates the job object (a ConfigMap with the program) first, then the headless
+Service and one Pod per replica, each with an ownerReference to the ConfigMap's uid, so
+``cancel`` is one delete and the garbage collector removes the rest. ``refresh`` reconciles
+the store with the pods' phases and puts a plain-words diagnosis (unschedulable, image
+pull, crash loop, OOM) into the job's error. Every API call goes through
+:class:`cellship.kube.client.KubeClient`; tests hand in a fake with the same methods.
+
+Options (namespace, image, ...) are :class:`~cellship.kube.options.KubernetesOptions`: given
+to the constructor and/or found in the job's spec dict under ``"kubernetes"``; the
+effective ones are written to ``<job_dir>/kubernetes.json`` at launch so later processes
+(``cellship cancel`` in a shell) find the job's objects.
+
+``discover`` lists jobs by their labels rather than the store, so jobs submitted from
+another kernel or machine show up too (``cellship jobs --backend kubernetes``).
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+from cellship.errors import BackendError, CellshipError
+from cellship.kube.client import wait_gone
+from cellship.kube.diagnose import Diagnosis, diagnose
+from cellship.kube.errors import KubernetesError, KubernetesForbidden, KubernetesNotFound
+from cellship.kube.options import KubernetesOptions
+from cellship.store import JobRecord, Store
+from cellship.train.backend import PROGRAM_FILE, Backend
+from cellship.train.kubernetes import manifests
+from cellship.train.kubernetes.manifests import JobIdentity
+from cellship.train.spec import JobSpec, Replica
+from cellship.watch.logstream import LogLine, collapse, is_tf_noise
+
+STATE_FILE = "kubernetes.json"
+CANCEL_WAIT_SECONDS = 60.0
+LOG_RETRY_FIRST_SECONDS = 0.5
+LOG_RETRY_MAX_SECONDS = 5.0
+SPEC_KEY = "kubernetes"
+_PHASE_STATE = {"Pending": "pending", "Running": "running", "Succeeded": "succeeded",
+                "Failed": "failed", "Unknown": "pending"}
+
+
+
+ClientFactory = Callable[[KubernetesOptions], Any]
+
+
+def _default_client(options: KubernetesOptions) -> Any:
+    from cellship.kube.client import KubeClient
+
+    return KubeClient(context=options.context)
+
+
+class KubernetesBackend(Backend):
+    name = "kubernetes"
+
+    def __init__(self, store: Store | None = None, options: KubernetesOptions | None = None,
+                 client_factory: ClientFactory | None = None) -> None:
+        super().__init__(store)
+        self.options = options or KubernetesOptions()
+        self._client_factory = client_factory or _default_client
+        self._clients: dict[str | None, Any] = {}
+
+    # -- plumbing --------------------------------------------------------------------------
+    def _client(self, options: KubernetesOptions) -> Any:
+        if options.context not in self._clients:
+            self._clients[options.context] = self._client_factory(options)
+        return self._clients[options.context]
+
+    def _options(self, spec: dict[str, Any]) -> KubernetesOptions:
+        return self.options.merged(spec.get(SPEC_KEY))
+
+    def _state(self, job: JobRecord) -> dict[str, Any] | None:
+        path = Path(job.job_dir) / STATE_FILE
+        if not path.exists():
+            return None
+        return json.loads(path.read_text())
+
+    def _identity(self, state: dict[str, Any]) -> JobIdentity:
+        return JobIdentity(state["job_id"], state["job_name"], state["namespace"])
+
+    # -- submit / launch -------------------------------------------------------------------
+    def submit(self, spec: JobSpec, program: Any, *, detached: bool = False,
+               source: str | None = None, extra: Mapping[str, Any] | None = None) -> JobRecord:
+        """Check the options before anything is recorded: a missing --image or a bad
+        name is the user's to fix, not a failed job left in the list."""
+        self._options(dict(extra or {})).require_image()
+        return super().submit(spec, program, detached=detached, source=source, extra=extra)
+
+    def _launch(self, job: JobRecord) -> None:
+        options = self._options(dict(job.spec))
+        options.require_image()
+        spec = JobSpec.from_dict(job.spec)
+        client = self._client(options)
+        namespace = options.namespace or getattr(client, "default_namespace", "default")
+        identity = JobIdentity(job.id, job.name, namespace)
+        program = (Path(job.job_dir) / PROGRAM_FILE).read_text()
+        shipped_path = Path(job.job_dir) / "shipped.pkl"
+        shipped = shipped_path.read_bytes() if shipped_path.exists() else None
+        state = {"job_id": job.id, "job_name": job.name, "namespace": namespace,
+                 "prefix": identity.prefix, "launcher": options.launcher,
+                 "options": options.to_dict()}
+        (Path(job.job_dir) / STATE_FILE).write_text(json.dumps(state, indent=2))
+        created: list[tuple[str, str]] = []
+        try:
+            if options.launcher == "tfjob":
+                if not client.has_tfjob_crd():
+                    raise KubernetesNotFound(
+                        "--launcher tfjob needs the Kubeflow TFJob CRD (kubeflow.org/v1), which "
+                        "this cluster does not have: install the Kubeflow training operator, "
+                        "or drop --launcher to use plain pods.", 404)
+                owner = client.create(manifests.tfjob(identity, spec, options,
+                                                      with_shipped=shipped is not None))
+                created.append(("TFJob", identity.prefix))
+                client.create(manifests.config_map(identity, program, shipped, owner=owner))
+            else:
+                owner = client.create(manifests.config_map(identity, program, shipped))
+                created.append(("ConfigMap", identity.prefix))
+                client.create(manifests.headless_service(identity, owner))
+                for pod in manifests.pods(identity, spec, options, owner,
+                                          with_shipped=shipped is not None):
+                    client.create(pod)
+        except CellshipError:
+            for kind, name in created:  # the owner takes its dependents with it
+                try:
+                    client.delete(kind, namespace, name, propagation="Background")
+                except KubernetesError:
+                    pass
+            raise
+        for replica in spec.replicas():
+            self.store.update_replica(job.id, replica.type, replica.index,
+                                      address=identity.address(replica))
+        self.store.add_event(job.id, "kubernetes",
+                             f"created {options.launcher} job {manifests.describe(identity)}")
+
+    # -- refresh ---------------------------------------------------------------------------
+    def refresh(self, job: JobRecord) -> JobRecord:
+        record = self.store.get_job(job.id)
+        state = self._state(record)
+        if record.done or state is None:
+            return record
+        options = KubernetesOptions.from_dict(state["options"])
+        client = self._client(options)
+        identity = self._identity(state)
+        spec = JobSpec.from_dict(record.spec)
+        pods = {(p["metadata"].get("labels", {}).get(manifests.LABEL_REPLICA_TYPE),
+                 p["metadata"].get("labels", {}).get(manifests.LABEL_REPLICA_INDEX)): p
+                for p in client.list("Pod", identity.namespace, manifests.selector(identity))}
+        if state["launcher"] == "tfjob":
+            pods = _tfjob_pods(pods)
+        now = time.time()
+        problems: list[Diagnosis] = []
+        phases: dict[Replica, str] = {}
+        for replica in spec.replicas():
+            pod = pods.get((replica.type, str(replica.index)))
+            if pod is None:
+                phases[replica] = "Missing"
+                continue
+            phase = pod.get("status", {}).get("phase", "Pending")
+            phases[replica] = phase
+            cs = (pod.get("status", {}).get("containerStatuses") or [{}])[0]
+            terminated = (cs.get("state") or {}).get("terminated") or {}
+            self.store.update_replica(record.id, replica.type, replica.index,
+                                      state=_PHASE_STATE.get(phase, "pending"),
+                                      restarts=int(cs.get("restartCount") or 0),
+                                      exit_code=terminated.get("exitCode"))
+            found = diagnose(pod, _safe_events(client, identity.namespace, pod), spec.max_restarts)
+            if found is not None:
+                problems.append(found)
+        return self._judge(record, spec, identity, client, phases, problems, now)
+
+    def _judge(self, record: JobRecord, spec: JobSpec, identity: JobIdentity, client: Any,
+               phases: dict[Replica, str], problems: list[Diagnosis], now: float) -> JobRecord:
+        fatal = [p for p in problems if p.fatal]
+        waited = now - record.created
+        if fatal:
+            self._end(record, "failed", " ".join(p.message for p in fatal), identity, client)
+        elif problems and waited > spec.startup_timeout:
+            self._end(record, "failed", f"not started after {spec.startup_timeout:g}s: "
+                      + " ".join(p.message for p in problems), identity, client)
+        elif problems:
+            self.store.update_job(record.id, error=" ".join(p.message for p in problems))
+        elif _finished(spec, phases):
+            if record.status == "pending":
+                self.store.transition(record.id, "running", started=now)
+            self._end(record, "succeeded", None, identity, client)
+        elif "Missing" in phases.values() and (record.status == "running"
+                                               or waited > spec.startup_timeout):
+            self._end(record, "failed", "some of the job's pods disappeared (deleted outside "
+                      "cellship, or their node was lost).", identity, client)
+        elif any(p in ("Running", "Succeeded") for p in phases.values()):
+            if record.status == "pending":
+                self.store.transition(record.id, "running", started=now, error=None)
+            started = self.store.get_job(record.id).started or now
+            if spec.timeout and now - started > spec.timeout:
+                self._end(record, "failed", f"timed out after {spec.timeout:g}s (--timeout).",
+                          identity, client)
+        elif record.error:
+            self.store.update_job(record.id, error=None)
+        return self.store.get_job(record.id)
+
+    def _end(self, record: JobRecord, status: str, error: str | None, identity: JobIdentity,
+             client: Any) -> None:
+        """End the job; stop pods still running (parameter servers never exit, a failed
+        job's peers would wait forever) but keep finished ones for their logs."""
+        if status == "succeeded" and record.status == "pending":
+            self.store.transition(record.id, "running", started=time.time())
+        self.store.transition(record.id, status, ended=time.time(), error=error)
+        for pod in client.list("Pod", identity.namespace, manifests.selector(identity)):
+            if pod.get("status", {}).get("phase") in ("Pending", "Running", "Unknown"):
+                try:
+                    client.delete("Pod", identity.namespace, pod["metadata"]["name"],
+                                  propagation="Background")
+                except KubernetesNotFound:
+                    pass
+
+    # -- logs ------------------------------------------------------------------------------
+    def logs(self, job: JobRecord, follow: bool = False, tf_noise: bool = False,
+             on_idle: Callable[[], None] | None = None) -> Iterator[LogLine]:
+        state = self._state(job)
+        if state is None:
+            return iter(())
+        options = KubernetesOptions.from_dict(state["options"])
+        client = self._client(options)
+        identity = self._identity(state)
+        replicas = JobSpec.from_dict(job.spec).replicas()
+        names = [(r.label, identity.pod(r)) for r in replicas]
+        if state["launcher"] == "tfjob":
+            names = [(r.label, f"{identity.prefix}-{r.type}-{r.index}") for r in replicas]
+        if not follow:
+            return self._read_all(client, identity.namespace, names, tf_noise)
+        return self._follow(job, client, identity.namespace, names, tf_noise, on_idle)
+
+    def _read_all(self, client: Any, namespace: str, names: list[tuple[str, str]],
+                  tf_noise: bool) -> Iterator[LogLine]:
+        for label, pod in names:
+            try:
+                for text in client.pod_log(namespace, pod, follow=False):
+                    text = collapse(text)
+                    if tf_noise or not is_tf_noise(text):
+                        yield LogLine(label, text)
+            except KubernetesError:
+                continue  # not started yet, or already gone: nothing to show
+
+    def _follow(self, job: JobRecord, client: Any, namespace: str,
+                names: list[tuple[str, str]], tf_noise: bool,
+                on_idle: Callable[[], None] | None) -> Iterator[LogLine]:
+        """One thread per pod streams its log into a queue; a stream that breaks (API
+        error, container not started yet, container restarted) reconnects with backoff and
+        skips the lines it already delivered, by the kubelet's timestamps."""
+        lines: queue.Queue[LogLine | None] = queue.Queue()
+        stop = threading.Event()
+
+        def done() -> bool:
+            return stop.is_set() or self.refresh(job).done
+
+        def pump(label: str, pod: str) -> None:
+            last: tuple[str, int] | None = None
+            delay = LOG_RETRY_FIRST_SECONDS
+            while not stop.is_set():
+                try:
+                    for raw in client.pod_log(namespace, pod, follow=True, timestamps=True):
+                        stamp, text = split_timestamp(raw)
+                        if stamp is not None:
+                            if last is not None and stamp <= last:
+                                continue
+                            last = stamp
+                        lines.put(LogLine(label, collapse(text)))
+                        if stop.is_set():
+                            return
+                    delay = LOG_RETRY_FIRST_SECONDS
+                except KubernetesError:
+                    pass
+                if done():
+                    return
+                stop.wait(delay)
+                delay = min(delay * 2, LOG_RETRY_MAX_SECONDS)
+
+        threads = [threading.Thread(target=pump, args=n, daemon=True) for n in names]
+        for thread in threads:
+            thread.start()
+        try:
+            while any(t.is_alive() for t in threads) or not lines.empty():
+                try:
+                    line = lines.get(timeout=0.25)
+                except queue.Empty:
+                    if on_idle is not None:
+                        on_idle()
+                    continue
+                if line is not None and (tf_noise or not is_tf_noise(line.text)):
+                    yield line
+        finally:
+            stop.set()
+
+    # -- jobs of other kernels and machines -------------------------------------------------
+    def search_namespace(self, namespace: str | None = None, context: str | None = None) -> str:
+        """The namespace a listing looks in: the one given, else the backend's option, else
+        the kubeconfig context's."""
+        options = self._context_options(context)
+        return namespace or options.namespace or getattr(self._client(options),
+                                                         "default_namespace", "default")
+
+    def _context_options(self, context: str | None) -> KubernetesOptions:
+        return self.options.merged({"context": context} if context else None)
+
+    def discover(self, namespace: str | None = None, context: str | None = None,
+                 all_namespaces: bool = False) -> list[dict[str, Any]]:
+        """Every cellship job in the cluster, wherever it was submitted from: found by the
+        labels its objects carry (``app.kubernetes.io/managed-by=cellship``), not by this
+        machine's store. Each is a dict: id, name (as labelled), namespace, created (the
+        API's RFC 3339 time), launcher, object (its job object's name), pods
+        (``{"worker-0": "Running"}``) and status (summed up from the pods, or the TFJob's
+        condition). Newest first."""
+        options = self._context_options(context)
+        client = self._client(options)
+        scope = None if all_namespaces else self.search_namespace(namespace, context)
+        selector = ",".join(f"{k}={v}" for k, v in manifests.MANAGED_BY.items())
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        # List items of core kinds carry no "kind" field: tag them here.
+        objects = ([("ConfigMap", o) for o in client.list("ConfigMap", scope, selector)]
+                   + [("TFJob", o) for o in _tfjobs(client, scope, selector)])
+        for kind, obj in objects:
+            meta = obj["metadata"]
+            labels = meta.get("labels") or {}
+            job_id = labels.get(manifests.LABEL_JOB_ID)
+            if not job_id:
+                continue
+            owners = {r.get("kind") for r in meta.get("ownerReferences") or ()}
+            entry = found.setdefault((meta["namespace"], job_id), {
+                "id": job_id, "name": labels.get(manifests.LABEL_JOB_NAME, job_id),
+                "namespace": meta["namespace"], "created": meta.get("creationTimestamp"),
+                "launcher": "pods", "object": meta["name"], "pods": {}, "status": None})
+            if kind == "TFJob" or "TFJob" in owners:
+                entry["launcher"] = "tfjob"
+            if kind == "TFJob":
+                entry["status"] = _tfjob_condition(obj)
+                entry["created"] = meta.get("creationTimestamp") or entry["created"]
+        for pod in client.list("Pod", scope, selector):
+            labels = pod["metadata"].get("labels") or {}
+            entry = found.get((pod["metadata"]["namespace"], labels.get(manifests.LABEL_JOB_ID)))
+            if entry is not None:
+                entry["pods"][_replica_key(pod)] = pod.get("status", {}).get("phase", "Pending")
+        for entry in found.values():
+            entry["pods"] = dict(sorted(entry["pods"].items()))
+            entry["status"] = entry["status"] or _pods_status(entry["pods"].values())
+        return sorted(found.values(), key=lambda e: e["created"] or "", reverse=True)
+
+    # -- cancel / delete -------------------------------------------------------------------
+    def cancel(self, job: JobRecord) -> JobRecord:
+        record = self.refresh(job)
+        state = self._state(record)
+        if state is not None:
+            self._delete_objects(state, wait=True)
+        if not record.done:
+            self.store.transition(job.id, "cancelled", ended=time.time(),
+                                  error="cancelled by the user")
+        return self.store.get_job(job.id)
+
+    def delete(self, job: JobRecord) -> None:
+        """Forget a finished job: its record, its directory and its cluster objects."""
+        record = self.refresh(job)
+        if not record.done:
+            raise BackendError(f"Job {record.name} ({record.id}) is {record.status}; "
+                               "cancel it before deleting it.")
+        state = self._state(record)
+        if state is not None:
+            self._delete_objects(state, wait=False)
+        self.store.delete_job(record.id)
+        shutil.rmtree(record.job_dir, ignore_errors=True)
+
+    def _delete_objects(self, state: dict[str, Any], wait: bool) -> None:
+        """Delete the job object; ownerReferences make the garbage collector remove the
+        rest. Foreground: the owner is gone only once its dependents are, so waiting for
+        the owner waits for everything."""
+        options = KubernetesOptions.from_dict(state["options"])
+        client = self._client(options)
+        kind = "TFJob" if state["launcher"] == "tfjob" else "ConfigMap"
+        try:
+            client.delete(kind, state["namespace"], state["prefix"], propagation="Foreground")
+        except KubernetesNotFound:
+            return
+        if wait and not wait_gone(client, kind, state["namespace"], state["prefix"],
+                                  CANCEL_WAIT_SECONDS):
+            raise BackendError(
+                f"Deleted {kind} {state['prefix']} in namespace {state['namespace']}, but its "
+                f"pods were still terminating after {CANCEL_WAIT_SECONDS:g}s; check with "
+                f"`kubectl get pods -n {state['namespace']} -l "
+                f"{manifests.LABEL_JOB_ID}={state['job_id']}`.")
+
+
+def split_timestamp(raw: str) -> tuple[tuple[str, int] | None, str]:
+    """``2026-11-25T15:00:00.123Z text`` -> (a comparable time, ``text``). RFC 3339 with
+    nanoseconds drops trailing zeros, so the fraction is compared as a number."""
+    stamp, sep, text = raw.partition(" ")
+    if not sep or len(stamp) < 20 or stamp[4] != "-" or stamp[10] != "T":
+        return None, raw
+    whole, _, fraction = stamp.rstrip("Z").partition(".")
+    digits = "".join(c for c in fraction if c.isdigit())[:9]
+    return (whole, int(digits.ljust(9, "0") or 0)), text
+
+
+def _finished(spec: JobSpec, phases: dict[Replica, str]) -> bool:
+    """MultiWorkerMirrored/single: every worker succeeded. ParameterServer: the chief did
+    (workers and ps are servers that never exit by themselves)."""
+    if spec.ps:
+        return phases.get(Replica("chief", 0)) == "Succeeded"
+    return bool(phases) and all(p == "Succeeded" for p in phases.values())
+
+
+def _tfjob_pods(pods: dict[tuple[Any, Any], Any]) -> dict[tuple[Any, Any], Any]:
+    """The TFJob operator labels pods ``training.kubeflow.org/replica-type/-index``
+    (lower case) and copies our template labels; key them like our own pods."""
+    out = {}
+    for pod in pods.values():
+        labels = pod["metadata"].get("labels", {})
+        rtype = labels.get("training.kubeflow.org/replica-type") or labels.get(manifests.LABEL_REPLICA_TYPE)
+        index = labels.get("training.kubeflow.org/replica-index")
+        out[(str(rtype).lower(), index)] = pod
+    return out
+
+
+def _safe_events(client: Any, namespace: str, pod: dict[str, Any]) -> list[dict[str, Any]]:
+    """Events explain a stuck pod; a user who may not list events still gets a diagnosis
+    from the pod status alone."""
+    if pod.get("status", {}).get("phase") in ("Running", "Succeeded") and not (
+            pod.get("status", {}).get("containerStatuses") or [{}])[0].get("restartCount"):
+        return []
+    try:
+        return client.events(namespace, pod["metadata"]["name"])
+    except KubernetesError:
+        return []
+
+
+def _tfjobs(client: Any, namespace: str | None, selector: str) -> list[dict[str, Any]]:
+    """TFJobs of cellship, where the CRD exists and the user may list them; the
+    ConfigMap of a TFJob job is listed anyway, so missing these only loses detail."""
+    try:
+        if not client.has_tfjob_crd():
+            return []
+        return client.list("TFJob", namespace, selector)
+    except (KubernetesNotFound, KubernetesForbidden):
+        return []
+
+
+def _tfjob_condition(tfjob: dict[str, Any]) -> str | None:
+    """The TFJob operator's latest true condition, as a cellship status."""
+    conditions = [c for c in (tfjob.get("status") or {}).get("conditions") or ()
+                  if c.get("status") == "True"]
+    if not conditions:
+        return None
+    return {"Created": "pending", "Running": "running", "Restarting": "running",
+            "Succeeded": "succeeded", "Failed": "failed"}.get(conditions[-1].get("type"))
+
+
+def _replica_key(pod: dict[str, Any]) -> str:
+    """``worker-1``: from our labels, or the TFJob operator's, else the pod's name."""
+    labels = pod["metadata"].get("labels") or {}
+    rtype = labels.get(manifests.LABEL_REPLICA_TYPE) or labels.get(
+        "training.kubeflow.org/replica-type")
+    index = labels.get(manifests.LABEL_REPLICA_INDEX) or labels.get(
+        "training.kubeflow.org/replica-index")
+    if rtype is None or index is None:
+        return pod["metadata"]["name"]
+    return f"{str(rtype).lower()}-{index}"
+
+
+def _pods_status(phases: Any) -> str:
+    """A job's status summed up from its pods' phases (cellship ends a job by stopping
+    the pods still running, so what is left tells how it ended)."""
+    phases = list(phases)
+    if not phases:
+        return "unknown"
+    if "Failed" in phases:
+        return "failed"
+    if "Running" in phases:
+        return "running"
+    if all(p == "Succeeded" for p in phases):
+        return "succeeded"
+    return "pending"

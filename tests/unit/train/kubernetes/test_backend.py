@@ -1,0 +1,239 @@
+"""KubernetesBackend's flow against an in-memory API (tests/unit/kube_fake.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from cellship.kube.errors import KubernetesError, KubernetesForbidden
+from cellship.kube.options import KubernetesOptions
+from cellship.train.backends import available, get_backend
+from cellship.train.kubernetes.backend import KubernetesBackend, split_timestamp
+from cellship.train.program import build_program
+from cellship.train.spec import JobSpec
+from cellship.watch.metrics import ScalarPoint, encode_relay
+from tests.unit.kube_fake import FakeKube
+
+NS = "ml"
+
+
+@pytest.fixture
+def kube() -> FakeKube:
+    return FakeKube()
+
+
+@pytest.fixture
+def backend(store, kube) -> KubernetesBackend:
+    return KubernetesBackend(store, KubernetesOptions(image="tf:test", namespace=NS),
+                             client_factory=lambda options: kube)
+
+
+def submit(backend, **spec):
+    return backend.submit(JobSpec(backend="kubernetes", name="Digits_CNN", **spec),
+                          build_program("print('hello')\n"))
+
+
+def pod_names(job, types):
+    prefix = f"digits-cnn-{job.id}"
+    return [f"{prefix}-{t}" for t in types]
+
+
+def running(restarts: int = 0) -> dict:
+    return {"phase": "Running", "containerStatuses": [{"name": "tensorflow", "restartCount": restarts,
+                                                       "state": {"running": {}}}]}
+
+
+def done(code: int = 0) -> dict:
+    return {"phase": "Succeeded" if code == 0 else "Failed",
+            "containerStatuses": [{"name": "tensorflow", "restartCount": 0,
+                                   "state": {"terminated": {"exitCode": code,
+                                                            "reason": "Completed" if code == 0 else "Error"}}}]}
+
+
+def test_registered() -> None:
+    assert available()["kubernetes"] == "cellship.train.kubernetes.backend:KubernetesBackend"
+
+
+def test_submit_creates_owner_first_then_dependents(backend, kube) -> None:
+    job = submit(backend, workers=2)
+    prefix = f"digits-cnn-{job.id}"
+    assert kube.calls == [("create", "ConfigMap", prefix), ("create", "Service", prefix),
+                          ("create", "Pod", f"{prefix}-worker-0"),
+                          ("create", "Pod", f"{prefix}-worker-1")]
+    owner_uid = kube.objects[("ConfigMap", NS, prefix)]["metadata"]["uid"]
+    for (kind, _, _), obj in kube.objects.items():
+        if kind != "ConfigMap":
+            assert obj["metadata"]["ownerReferences"][0]["uid"] == owner_uid
+    assert job.status == "pending"
+    assert job.replicas[1].address == f"{prefix}-worker-1.{prefix}.{NS}.svc:2222"
+
+
+def test_refresh_maps_phases_to_states(backend, kube) -> None:
+    job = submit(backend, workers=2)
+    w0, w1 = pod_names(job, ["worker-0", "worker-1"])
+    assert backend.refresh(job).status == "pending"
+    kube.set_pod(NS, w0, running())
+    record = backend.refresh(job)
+    assert record.status == "running" and record.started is not None
+    assert [r.state for r in record.replicas] == ["running", "pending"]
+    kube.set_pod(NS, w0, done())
+    kube.set_pod(NS, w1, running())
+    assert backend.refresh(job).status == "running"
+    kube.set_pod(NS, w1, done())
+    record = backend.refresh(job)
+    assert record.status == "succeeded"
+    assert [(r.state, r.exit_code) for r in record.replicas] == [("succeeded", 0)] * 2
+
+
+def test_parameter_server_job_ends_with_the_chief_and_stops_servers(backend, kube) -> None:
+    job = submit(backend, workers=1, ps=1)
+    chief, worker, ps = pod_names(job, ["chief-0", "worker-0", "ps-0"])
+    kube.set_pod(NS, worker, running())
+    kube.set_pod(NS, ps, running())
+    kube.set_pod(NS, chief, done())
+    assert backend.refresh(job).status == "succeeded"
+    assert ("Pod", NS, worker) not in kube.objects and ("Pod", NS, ps) not in kube.objects
+    assert ("Pod", NS, chief) in kube.objects  # kept for its log
+
+
+def test_unschedulable_is_reported_then_fails_after_startup_timeout(backend, kube) -> None:
+    job = submit(backend, gpus=1, startup_timeout=30)
+    (w0,) = pod_names(job, ["worker-0"])
+    message = "0/1 nodes are available: 1 Insufficient nvidia.com/gpu."
+    kube.set_pod(NS, w0, {"phase": "Pending", "conditions": [
+        {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}]})
+    kube.events_by_pod[w0] = [{"type": "Warning", "reason": "FailedScheduling", "message": message}]
+    record = backend.refresh(job)
+    assert record.status == "pending"
+    assert "no node has a free nvidia.com/gpu" in record.error and message in record.error
+    with backend.store._connect() as db:  # age the job instead of sleeping 30 s
+        db.execute("UPDATE jobs SET created = created - 60 WHERE id=?", (job.id,))
+    record = backend.refresh(job)
+    assert record.status == "failed" and "not started after 30s" in record.error
+
+
+def test_oom_kill_fails_the_job_with_the_reason(backend, kube) -> None:
+    job = submit(backend)
+    (w0,) = pod_names(job, ["worker-0"])
+    kube.set_pod(NS, w0, {"phase": "Failed", "containerStatuses": [
+        {"name": "tensorflow", "restartCount": 0,
+         "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}]})
+    record = backend.refresh(job)
+    assert record.status == "failed" and "out of memory" in record.error
+
+
+def test_restarts_beyond_max_restarts_fail_the_job(backend, kube) -> None:
+    job = submit(backend, max_restarts=1)
+    (w0,) = pod_names(job, ["worker-0"])
+    crash = running(restarts=1)
+    crash["containerStatuses"][0]["lastState"] = {"terminated": {"exitCode": 2, "reason": "Error"}}
+    kube.set_pod(NS, w0, crash)
+    assert backend.refresh(job).status == "running"  # within --max-restarts 1
+    crash["containerStatuses"][0]["restartCount"] = 2
+    kube.set_pod(NS, w0, crash)
+    record = backend.refresh(job)
+    assert record.status == "failed" and "last exit code 2" in record.error
+
+
+def test_cancel_deletes_the_owner_and_the_collector_takes_the_rest(backend, kube) -> None:
+    job = submit(backend, workers=2)
+    record = backend.cancel(job)
+    assert record.status == "cancelled"
+    prefix = f"digits-cnn-{job.id}"
+    assert ("delete", "ConfigMap", prefix, "Foreground") in kube.calls
+    assert kube.objects == {}
+    assert backend.cancel(record).status == "cancelled"  # twice is fine
+
+
+def test_failed_launch_cleans_up_and_keeps_the_status(backend, kube) -> None:
+    kube.fail_on[("create", "Pod")] = KubernetesForbidden(
+        "Kubernetes refused: you may not create pods in namespace ml (403 Forbidden).",
+        verb="create", resource="pods", namespace=NS)
+    with pytest.raises(KubernetesForbidden) as info:
+        submit(backend)
+    assert info.value.status == 403
+    assert kube.objects == {}
+    (record,) = backend.store.list_jobs()
+    assert record.status == "failed" and "may not create pods in namespace ml" in record.error
+
+
+def test_logs_carry_replica_prefixes_and_relay_lines(backend, kube) -> None:
+    job = submit(backend, workers=2)
+    w0, w1 = pod_names(job, ["worker-0", "worker-1"])
+    point = ScalarPoint(run="train", tag="epoch_loss", step=1, wall_time=1.0, value=0.5)
+    relay = encode_relay(point)
+    kube.logs[w0] = ["epoch 1", relay]
+    kube.logs[w1] = ["hello from 1"]
+    lines = [str(line) for line in backend.logs(job)]
+    assert lines == ["[worker 0] epoch 1", f"[worker 0] {relay}", "[worker 1] hello from 1"]
+    assert backend.metrics(job) == [point]  # the relay line comes through unchanged
+    kube.set_pod(NS, w0, done())
+    kube.set_pod(NS, w1, done())
+    followed = sorted(str(line) for line in backend.logs(job, follow=True))
+    assert followed == sorted(lines)
+
+
+def test_follow_reconnects_after_an_api_error_without_repeating_lines(backend, kube,
+                                                                     monkeypatch) -> None:
+    monkeypatch.setattr("cellship.train.kubernetes.backend.LOG_RETRY_FIRST_SECONDS", 0.01)
+    job = submit(backend)
+    (w0,) = pod_names(job, ["worker-0"])
+    kube.logs[w0] = ["one", "two", KubernetesError("stream broke", 500), "three"]
+    kube.set_pod(NS, w0, running())
+    seen = []
+    for line in backend.logs(job, follow=True):
+        seen.append(line.text)
+        if line.text == "three":
+            kube.set_pod(NS, w0, done())
+    assert seen == ["one", "two", "three"]
+    assert sum(1 for c in kube.calls if c[0] == "log") >= 2  # it reconnected
+
+
+@pytest.mark.parametrize("raw, stamp, text", [
+    ("2026-11-25T15:00:01.5Z hi there", ("2026-11-25T15:00:01", 500000000), "hi there"),
+    ("2026-11-25T15:00:01Z x", ("2026-11-25T15:00:01", 0), "x"),
+    ("no stamp here", None, "no stamp here"),
+])
+def test_split_timestamp(raw, stamp, text) -> None:
+    assert split_timestamp(raw) == (stamp, text)
+    assert split_timestamp("2026-11-25T15:00:01.5Z a")[0] > split_timestamp("2026-11-25T15:00:01.12Z a")[0]
+
+
+def test_tfjob_launcher(store) -> None:
+    kube = FakeKube(tfjob_crd=True)
+    backend = KubernetesBackend(store, KubernetesOptions(image="tf:test", namespace=NS,
+                                                         launcher="tfjob"),
+                                client_factory=lambda options: kube)
+    job = submit(backend, workers=2)
+    prefix = f"digits-cnn-{job.id}"
+    assert [c[:2] for c in kube.calls] == [("create", "TFJob"), ("create", "ConfigMap")]
+    cm = kube.objects[("ConfigMap", NS, prefix)]
+    assert cm["metadata"]["ownerReferences"][0]["kind"] == "TFJob"
+    backend.cancel(job)
+    assert kube.objects == {}
+
+
+def test_tfjob_launcher_without_the_crd(store) -> None:
+    backend = KubernetesBackend(store, KubernetesOptions(image="tf:test", launcher="tfjob"),
+                                client_factory=lambda options: FakeKube(tfjob_crd=False))
+    with pytest.raises(Exception, match="training operator"):
+        submit(backend)
+
+
+def test_spec_options_override_the_backend_defaults(backend, kube) -> None:
+    assert backend._options({"kubernetes": {"namespace": "other"}}).namespace == "other"
+
+
+def test_get_backend_by_name(store) -> None:
+    assert isinstance(get_backend("kubernetes", store), KubernetesBackend)
+
+
+def test_pods_deleted_behind_cellships_back_fail_the_job(backend, kube) -> None:
+    job = submit(backend, workers=2)
+    w0, w1 = pod_names(job, ["worker-0", "worker-1"])
+    kube.set_pod(NS, w0, running())
+    kube.set_pod(NS, w1, running())
+    assert backend.refresh(job).status == "running"
+    del kube.objects[("Pod", NS, w1)]
+    record = backend.refresh(job)
+    assert record.status == "failed" and "disappeared" in record.error
+    assert ("Pod", NS, w0) not in kube.objects  # its peer would wait forever: stopped
