@@ -20,7 +20,7 @@ LABEXT := $(VENV)/share/jupyter/labextensions/cellship/package.json
 LAB_SOURCES := $(wildcard extension/src/*.ts extension/style/* extension/schema/*.json) \
 	extension/package.json extension/tsconfig.json
 
-.PHONY: setup system-deps cluster-deps demo test test-unit clean
+.PHONY: setup system-deps cluster-deps demo lint test test-unit clean
 
 setup: $(STAMP) $(LABEXT)
 
@@ -72,7 +72,14 @@ demo: setup
 		--cwd build/demo --log-output --no-progress-bar
 	@echo "executed notebooks: build/demo/01-distributed-training.ipynb, build/demo/02-serve.ipynb"
 
-test: setup system-deps cluster-deps
+# Style (ruff), types (mypy) and the house plan's import contracts (import-linter), all
+# configured in pyproject.toml; any finding fails the build.
+lint: setup
+	$(VENV)/bin/ruff check backend kernel_magics tests benchmarks
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
+
+test: setup lint system-deps cluster-deps
 	$(PY) -m pytest -ra
 
 test-unit: setup

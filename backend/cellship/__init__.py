@@ -27,12 +27,15 @@ __all__ = ["submit", "submit_script", "jobs", "get_job", "last_job", "Job", "job
 
 # public name -> module that defines it (imported on first use, so ``import cellship`` stays
 # light); ``job`` is the module of in-job helpers itself.
-_LAZY = {"submit": "train.api", "submit_script": "train.api", "jobs": "train.api",
-         "get_job": "train.api", "last_job": "train.api", "Job": "train.api",
-         "job": "inside.job",
-         "batch": "runs.api", "batches": "runs.api", "get_batch": "runs.api",
-         "Batch": "runs.api", "record": "runs.scraps",
-         "deploy": "deployment", "undeploy": "deployment", "deployments": "deployment"}
+_LAZY = {"submit": "cellship.train.api", "submit_script": "cellship.train.api",
+         "jobs": "cellship.train.api", "get_job": "cellship.train.api",
+         "last_job": "cellship.train.api", "Job": "cellship.train.api",
+         "job": "cellship.inside.job",
+         "batch": "cellship.runs.api", "batches": "cellship.runs.api",
+         "get_batch": "cellship.runs.api", "Batch": "cellship.runs.api",
+         "record": "cellship_magics.record",  # kernel-side: it displays through IPython
+         "deploy": "cellship.deployment", "undeploy": "cellship.deployment",
+         "deployments": "cellship.deployment"}
 _MODULES = {"job"}
 
 
@@ -41,7 +44,7 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'cellship' has no attribute {name!r}")
     import importlib
 
-    module = importlib.import_module(f"{__name__}.{_LAZY[name]}")
+    module = importlib.import_module(_LAZY[name])
     return module if name in _MODULES else getattr(module, name)
 
 

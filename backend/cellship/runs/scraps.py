@@ -1,54 +1,18 @@
-"""``cellship.record(name, value)``: keep a value a notebook computed, for batch results.
+"""Values a batch run recorded with ``cellship.record(name, value)``, read back from the
+executed notebook.
 
-Written the way scrapbook's ``glue`` writes it (a display output with the
+The writer (:mod:`cellship_magics.record`) runs in the notebook's kernel and writes them the
+way scrapbook's ``glue`` does (a display output with the
 ``application/scrapbook.scrap.json+json`` mime type), so notebooks that already use
 scrapbook, and tools that read scraps, work with cellship batches and vice versa.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
-from cellship.errors import UsageError
-
 SCRAP_MIME = "application/scrapbook.scrap.json+json"
-
-
-def _jsonable(name: str, value: Any) -> Any:
-    if hasattr(value, "item") and callable(value.item):  # numpy / tensor scalars
-        try:
-            value = value.item()
-        except (TypeError, ValueError):
-            pass
-    try:
-        json.dumps(value, allow_nan=True)
-    except (TypeError, ValueError) as err:
-        raise UsageError(f"record({name!r}, ...): the value must be JSON-serialisable "
-                         f"(numbers, strings, lists, dicts); got {type(value).__name__}: {err}") from None
-    return value
-
-
-def record(name: str, value: Any) -> Any:
-    """Record ``value`` under ``name`` in this notebook's output (shown in batch results).
-
-    Outside a kernel it does nothing but return the value.
-    """
-    if not isinstance(name, str) or not name.isidentifier():
-        raise UsageError(f"record(name, value): name must be an identifier, got {name!r}.")
-    value = _jsonable(name, value)
-    try:
-        from IPython import get_ipython  # only inside a kernel; the library stays IPython-free
-        from IPython.display import display
-    except ImportError:
-        return value
-    if get_ipython() is None:
-        return value
-    data = {"name": name, "data": value, "encoder": "json", "version": 1}
-    display({SCRAP_MIME: data}, metadata={"scrapbook": {"name": name, "data": True,
-                                                       "display": False}}, raw=True)
-    return value
 
 
 def scraps_of(notebook: Any) -> dict[str, Any]:
