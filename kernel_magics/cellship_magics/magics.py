@@ -18,11 +18,13 @@ from cellship.train.options import (
     BATCH_OPTIONS,
     JOB_OPTIONS,
     batch_kwargs,
+    batch_option_names,
     kubernetes_from_args,
     option_names,
     spec_from_args,
 )
 from cellship.train.program import HistoryCell, build_program
+from cellship.watch.follow import follow
 from cellship.watch.logstream import LogLine
 
 JOB_ACTIONS = ("status", "logs", "attach", "cancel", "tensorboard")
@@ -111,10 +113,19 @@ def _print_batch_event(kind: str, run: Any, batch: Any) -> None:
 class CellshipMagics(Magics):
     """Registered by ``%load_ext cellship``."""
 
+    @property
+    def _user_ns(self) -> dict[str, Any]:
+        """The kernel's variables. IPython gives a Magics its shell when the extension is
+        loaded; without one (a Magics made by hand) there is nothing to read."""
+        if self.shell is None:
+            raise UsageError("These magics need an IPython shell: load them with "
+                             "%load_ext cellship.")
+        return self.shell.user_ns
+
     def _history(self) -> list[HistoryCell]:
         """Executed cells of this kernel session, in execution order (IPython's ``_ih``
         holds them already transformed to Python)."""
-        inputs = self.shell.user_ns.get("_ih", [])
+        inputs = self._user_ns.get("_ih", [])
         return [HistoryCell(number, source) for number, source in enumerate(inputs)
                 if number > 0 and source]
 
@@ -123,25 +134,30 @@ class CellshipMagics(Magics):
         cancels the job (like interrupting local code) unless it was submitted with
         --detach."""
         chart = LiveChart(job)
-        try:
-            record = job.follow(_print_line, tf_noise=tf_noise, on_metric=chart.add,
-                                on_idle=chart.tick)
-        except KeyboardInterrupt:
+
+        def interrupted(cancelling: bool) -> None:
             chart.finish()
-            if job.record.detached:
+            if cancelling:
+                print(f"\nInterrupted: cancelling job {job.name} ({job.id})...", flush=True)
+            else:
                 print(f"\nStopped following job {job.name} ({job.id}); it keeps running "
                       f"(`%job {job.id} attach` to follow it again).")
-                return
-            print(f"\nInterrupted: cancelling job {job.name} ({job.id})...", flush=True)
-            job.cancel()
-            print(job.summary(), flush=True)
+
+        outcome = follow(job, lambda: job.follow(_print_line, tf_noise=tf_noise,
+                                                 on_metric=chart.add, on_idle=chart.tick),
+                         cancel=not job.record.detached, on_interrupt=interrupted)
+        if outcome.interrupted and not outcome.cancelled:
+            return
+        if not outcome.interrupted:
+            chart.finish()
+        print(job.summary(), flush=True)
+        if outcome.cancelled:
             raise JobFailed(f"Job {job.name} ({job.id}) was cancelled because the cell was "
                             "interrupted; all of its processes are stopped.", job.id,
-                            "cancelled") from None
-        chart.finish()
-        print(job.summary(), flush=True)
-        if record.status != "succeeded":
-            raise JobFailed(job.failure_report(traceback=False), job.id, record.status)
+                            "cancelled")
+        if not outcome.succeeded:
+            status = outcome.status or "failed"
+            raise JobFailed(job.failure_report(traceback=False), job.id, status)
 
     @_with_job_options
     @cell_magic
@@ -161,7 +177,7 @@ class CellshipMagics(Magics):
         spec = spec_from_args(args)
         kubernetes = kubernetes_from_args(args)
         source = TransformerManager().transform_cell(cell)
-        program = build_program(source, self._history(), self.shell.user_ns, spec.ship,
+        program = build_program(source, self._history(), self._user_ns, spec.ship,
                                 line_offset=1)  # line 1 of the cell is the %%train line
         for note in program.notes:
             print(f"cellship: note: {note}")
@@ -237,20 +253,23 @@ class CellshipMagics(Magics):
     def batch(self, line: str) -> Any:
         """Run a notebook with papermill once per parameter set, each run with its own
         kernel, and show the results table: ``%batch NOTEBOOK -p lr 0.1 --grid bs=32,64``.
+        Takes the options of ``cellship batch``, the Kubernetes flags of ``--backend
+        kubernetes`` included (``--image``, ``--namespace``, ``--cpu``, ...)::
+
+            %batch sweep.ipynb --grid lr=0.1,0.01 --parallel 2
+            %batch sweep.ipynb --backend kubernetes --image my/notebook:1 --namespace ml
 
         Interrupting the kernel cancels the remaining runs and kills running kernels.
         Returns the Batch (``.results()`` is a pandas DataFrame).
         """
         from cellship.runs.api import create
 
-        args = _parse(self.batch, line, [flags[0] for flags, _ in BATCH_OPTIONS])
+        args = _parse(self.batch, line, batch_option_names())
         batch = create(args.notebook, warn=lambda text: print(f"cellship: warning: {text}"),
                        **batch_kwargs(args))
         print(f"cellship: batch {batch.name} ({batch.id}): {len(batch.runs)} run(s), "
               f"{args.parallel} at a time", flush=True)
-        try:
-            batch.run(_print_batch_event)
-        except KeyboardInterrupt:
+        if follow(batch, lambda: batch.run(_print_batch_event)).interrupted:
             raise UsageError(f"Interrupted: batch {batch.name} ({batch.id}) cancelled; its "
-                             f"running kernels were stopped. {batch.summary()}") from None
+                             f"running kernels were stopped. {batch.summary()}")
         return batch

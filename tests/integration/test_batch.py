@@ -14,6 +14,7 @@ import pytest
 
 import cellship
 from cellship.store import Store
+from tests.interrupt import sigint_default
 
 pytestmark = pytest.mark.kernel
 
@@ -156,7 +157,8 @@ def test_ctrl_c_cancels_remaining_runs_and_kills_kernels(tmp_path: Path) -> None
     notebook = make_notebook(tmp_path / "slow.ipynb", body, parameters="i = 0")
     proc = subprocess.Popen([sys.executable, "-m", "cellship.cli", "batch", str(notebook),
                              "--grid", "i=1,2,3,4", "--parallel", "2", "--name", "slow"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=sigint_default)  # we send it SIGINT
     deadline = time.monotonic() + 60
     while len(list(tmp_path.glob("pid-*"))) < 2 and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -28,6 +28,8 @@ from cellship.cli import main
 from cellship.errors import BackendError
 from cellship.store import JobRecord, ReplicaRecord, Store
 from cellship.watch import tensorboard as tb
+from cellship.watch.tensorboard import launch
+from tests.interrupt import sigint_default
 
 pytestmark = pytest.mark.tensorboard
 
@@ -219,9 +221,9 @@ def test_a_port_taken_meanwhile_is_retried_on_another(logdirs, monkeypatch):
     holder.bind(("127.0.0.1", 0))
     holder.listen()
     busy = holder.getsockname()[1]
-    real = tb._free_port
+    real = launch.free_port
     offered = iter([busy])
-    monkeypatch.setattr(tb, "_free_port", lambda host: next(offered, None) or real(host))
+    monkeypatch.setattr(launch, "free_port", lambda host: next(offered, None) or real(host))
     try:
         server = tb.start({"digits": logdirs["a"]})
     finally:
@@ -235,7 +237,7 @@ def test_tensorboard_that_dies_at_start_reports_its_log(logdirs, monkeypatch, tm
     fake = tmp_path / "tensorboard"
     fake.write_text("#!/bin/sh\necho 'E0101 something is wrong with the flags' >&2\nexit 3\n")
     fake.chmod(0o755)
-    monkeypatch.setattr(tb, "tensorboard_command", lambda: [str(fake)])
+    monkeypatch.setattr(launch, "tensorboard_command", lambda: [str(fake)])
     with pytest.raises(BackendError, match="exited with code 3") as info:
         tb.start({"digits": logdirs["a"]})
     assert "something is wrong with the flags" in str(info.value)
@@ -246,7 +248,7 @@ def test_tensorboard_that_never_answers_times_out_and_is_killed(logdirs, monkeyp
     fake = tmp_path / "tensorboard"
     fake.write_text("#!/bin/sh\necho 'still loading plugins'\nsleep 60 & wait\n")
     fake.chmod(0o755)
-    monkeypatch.setattr(tb, "tensorboard_command", lambda: [str(fake)])
+    monkeypatch.setattr(launch, "tensorboard_command", lambda: [str(fake)])
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     with pytest.raises(BackendError, match="did not answer .* within 2 s") as info:
         tb.start({"digits": logdirs["a"]}, timeout=2)
@@ -259,7 +261,7 @@ def test_tensorboard_that_never_answers_times_out_and_is_killed(logdirs, monkeyp
 STARTER = textwrap.dedent("""
     import json, os, sys
     import psutil
-    from cellship import tensorboard_server as tb
+    from cellship.watch import tensorboard as tb
     server = tb.start({"digits": sys.argv[1]})
     tree = [server.pid] + [c.pid for c in psutil.Process(server.pid).children(recursive=True)]
     print(json.dumps(tree), flush=True)
@@ -342,7 +344,7 @@ def test_cli_serves_jobs_until_interrupted(logdirs, cellship_home):
         port = probe.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "cellship.cli", "tensorboard", one.id, two.id,
                              "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=sigint_default)  # we send it SIGINT
     try:
         url = proc.stdout.readline().strip()
         assert url == f"http://127.0.0.1:{port}/", proc.stderr.read() if not url else url

@@ -17,6 +17,7 @@ import pytest
 
 import cellship
 from tests.integration.test_batch import make_notebook
+from tests.interrupt import sigint_default
 from tests.k8s.support import options, wait_for
 
 pytestmark = [pytest.mark.k8s, pytest.mark.kernel, pytest.mark.timeout(600)]
@@ -112,7 +113,7 @@ def test_timeout_fails_the_run_and_keeps_the_partial_notebook(cluster, namespace
     batch = cellship.batch(str(notebook), parameters={"sleep": 300}, backend="kubernetes",
                            kubernetes=options(cluster, namespace, timeout=20))
     (run,) = batch.record.runs
-    assert run.status == "failed"
+    assert run.status == "failed", Path(run.log_path).read_text()[-3000:]
     assert run.error.startswith("timed out after 20s"), run.error
     assert Path(run.output_path).exists(), "the stopped pod's partial notebook should come home"
     assert objects(cluster, namespace, batch.id) == []
@@ -123,7 +124,8 @@ def test_ctrl_c_deletes_the_running_jobs(cluster, namespace, tmp_path: Path) -> 
     proc = subprocess.Popen([sys.executable, "-m", "cellship.cli", "batch", str(notebook),
                              "--grid", "lr=1,2,3", "-p", "sleep", "300", "--parallel", "2",
                              "--name", "slow", *flags(cluster, namespace)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=sigint_default)  # we send it SIGINT
     try:
         wait_for(lambda: running_pods(cluster, namespace) == 2, 120, "two running pods")
     except AssertionError:

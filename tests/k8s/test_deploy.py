@@ -34,7 +34,8 @@ import pytest
 
 from cellship.deployment import DeployFailed, deploy, deployments, undeploy
 from cellship.deployment import manifests as mf
-from cellship.kube.deploy_client import DeployKube
+from cellship.kube.api import KubeAPI
+from cellship.kube.client import connect
 from cellship.kube.errors import KubernetesNotFound
 
 pytestmark = pytest.mark.k8s
@@ -83,13 +84,13 @@ def _post(url: str, body: dict, timeout: float = 30.0) -> dict:
         return json.loads(response.read())
 
 
-def _pods(client: DeployKube, namespace: str, name: str) -> list[dict]:
+def _pods(client: KubeAPI, namespace: str, name: str) -> list[dict]:
     return client.list("Pod", namespace, mf.selector(name))
 
 
 @pytest.mark.timeout(420)
 def test_deploy_serves_predict_then_undeploy_leaves_nothing(cluster, namespace, model_dir):
-    client = DeployKube(context=cluster.context)
+    client = connect(cluster.context)
     lines: list[str] = []
     result = deploy(cluster.image, "affine", namespace=namespace, context=cluster.context,
                     model_path="/models/affine", volumes=[f"{model_dir}:/models"],
@@ -132,7 +133,7 @@ def test_deploy_serves_predict_then_undeploy_leaves_nothing(cluster, namespace, 
 
 @pytest.mark.timeout(240)
 def test_missing_image_is_diagnosed_quickly_not_waited_out(cluster, namespace):
-    client = DeployKube(context=cluster.context)
+    client = connect(cluster.context)
     started = time.monotonic()
     with pytest.raises(DeployFailed) as err:
         deploy("cellship.invalid/no-such-image:0", "ghost", namespace=namespace,

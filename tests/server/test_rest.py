@@ -48,7 +48,7 @@ async def test_list_newest_first_with_filters(call, store, cellship_home: Path) 
 
 
 async def test_list_follows_changes_and_deletions(call, store, cellship_home: Path) -> None:
-    """Finished jobs' rows are kept serialized between polls (server/listing.py): a job
+    """Finished jobs' rows are kept serialized between polls (jupyter/listing.py): a job
     that changes or goes away must still show as it is now."""
     old = fake_job(store, cellship_home, name="old", created=time.time() - 100, duration=1)
     live = fake_job(store, cellship_home, name="live", status="running")
@@ -192,7 +192,7 @@ async def test_metrics_of_a_job_without_scalars(call, store, cellship_home: Path
 
 async def test_metrics_series_from_event_files(call, store, cellship_home: Path) -> None:
     pytest.importorskip("tensorboard")
-    from tests.unit.test_eventfile import append, event_file, scalar_event, version_event
+    from tests.unit.inside.test_eventfile import append, event_file, scalar_event, version_event
 
     job = fake_job(store, cellship_home)
     append(event_file(Path(job.logdir) / "train"), version_event(),

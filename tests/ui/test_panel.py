@@ -231,7 +231,7 @@ def test_models_tab_lists_exported_models(lab: Lab, lab_home: Path, page, shot) 
 def test_job_view_draws_metric_sparklines(lab: Lab, lab_home: Path, page, shot) -> None:
     pytest.importorskip("tensorboard")
     from cellship.store import Store
-    from tests.unit.test_eventfile import append, event_file, scalar_event, version_event
+    from tests.unit.inside.test_eventfile import append, event_file, scalar_event, version_event
 
     job = fake_job(Store(lab_home / "cellship.db"), lab_home, name="ui-metrics")
     for run, values in (("train", [1.0, 0.6, 0.4, 0.3]), ("validation", [1.1, 0.8, 0.7, 0.65])):

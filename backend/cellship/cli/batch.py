@@ -9,46 +9,33 @@ from typing import Any
 
 from cellship.store import BatchRecord, RunRecord
 from cellship.train.options import add_batch_options, batch_kwargs
+from cellship.watch.follow import follow
 
 BATCH_ACTIONS = ("show", "retry", "cancel")
 
-# `--backend kubernetes` flags of `cellship batch`: the pod flags every Kubernetes job takes
-# (cellship.kube.flags, same parsing and checks as %%train's) except the training-only ones,
-# plus what only batch runs take. All land in the batch's ``kubernetes`` dict.
-TRAINING_ONLY_FLAGS = ("--launcher", "--k8s-logdir", "--k8s-output-dir", "--peer-timeout")
-BATCH_K8S_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
-    (("--timeout",), dict(dest="k8s_timeout", default=None, metavar="DURATION",
-                          help="(kubernetes) fail a run after this long, e.g. 600, 10m, 1h "
-                               "(the Job's activeDeadlineSeconds)")),
-    (("--gpus",), dict(dest="k8s_gpus", type=int, default=None, metavar="G",
-                       help="(kubernetes) GPUs per run")),
-]
 
 def add_batch_commands(sub: Any) -> None:
     run = sub.add_parser("batch", help="run a notebook with papermill, once per parameter set "
                          "(also: batch show|retry|cancel NAME)")
     run.add_argument("notebook", metavar="NOTEBOOK")
-    add_batch_options(run)
-    from cellship.kube import flags as k8s_flags
-
-    for flags, kwargs in k8s_flags.K8S_OPTIONS + BATCH_K8S_OPTIONS:
-        # Skip what the shared batch options may define already (argparse refuses twice).
-        if flags[0] not in TRAINING_ONLY_FLAGS and flags[0] not in run._option_string_actions:
-            run.add_argument(*flags, **kwargs)
+    add_batch_options(run)  # the Kubernetes flags of --backend kubernetes included
     run.add_argument("--detach", action="store_true", help="run in the background")
 
-    show = sub.add_parser("batch-show", help=argparse.SUPPRESS)
+    # `batch show|retry|cancel NAME` (see rewrite_argv) under names of their own. Added
+    # without help= so `cellship --help` does not list them: argparse would print
+    # help=SUPPRESS literally as "==SUPPRESS==".
+    show = sub.add_parser("batch-show")
     show.add_argument("batch", metavar="NAME")
     show.add_argument("--sort", metavar="COLUMN", help="sort runs by this column")
     show.add_argument("--desc", action="store_true", help="sort descending")
     show.add_argument("--json", action="store_true", help="machine-readable output")
 
-    retry = sub.add_parser("batch-retry", help=argparse.SUPPRESS)
+    retry = sub.add_parser("batch-retry")
     retry.add_argument("batch", metavar="NAME")
     retry.add_argument("--parallel", type=int, default=None, metavar="N")
     retry.add_argument("--detach", action="store_true")
 
-    cancel = sub.add_parser("batch-cancel", help=argparse.SUPPRESS)
+    cancel = sub.add_parser("batch-cancel")
     cancel.add_argument("batch", metavar="NAME")
 
     listing = sub.add_parser("batches", help="list batch runs")
@@ -72,42 +59,24 @@ def print_event(kind: str, run: RunRecord, batch: BatchRecord) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def kubernetes_options(args: argparse.Namespace) -> dict[str, Any] | None:
-    """The ``kubernetes`` dict of a batch from its flags (None when none was given)."""
-    from cellship.kube import flags as k8s_flags
-    from cellship.train.spec import parse_duration
-
-    given = k8s_flags.from_args(args)
-    if getattr(args, "k8s_timeout", None) is not None:
-        given["timeout"] = parse_duration(args.k8s_timeout)
-    if getattr(args, "k8s_gpus", None) is not None:
-        given["gpus"] = args.k8s_gpus
-    return given or None
-
-
 def cmd_batch(args: argparse.Namespace) -> int:
     from cellship.runs.api import create
 
-    kwargs = batch_kwargs(args)
-    flags = kubernetes_options(args)
-    if flags:
-        kwargs["kubernetes"] = dict(kwargs.get("kubernetes") or {}) | flags
-    batch = create(args.notebook, **kwargs)
+    batch = create(args.notebook, **batch_kwargs(args))
     print(f"cellship: batch {batch.name} ({batch.id}): {len(batch.runs)} run(s), "
           f"{args.parallel} at a time", file=sys.stderr, flush=True)
     if args.detach:
         batch.start_detached()
         print(batch.id)
         return 0
-    try:
-        record = batch.run(print_event)
-    except KeyboardInterrupt:
+    outcome = follow(batch, lambda: batch.run(print_event))
+    if outcome.interrupted:
         print(f"\ncellship: interrupted; cancelled the remaining runs. {batch.summary()}",
               file=sys.stderr)
-        return 130
+        return outcome.exit_code
     print(batch.summary(), file=sys.stderr)
     print(_table(batch))
-    return 0 if record.status == "succeeded" else 1
+    return outcome.exit_code
 
 
 def _table(batch: Any, sort: str | None = None, desc: bool = False) -> str:
@@ -146,17 +115,17 @@ def cmd_batch_retry(args: argparse.Namespace) -> int:
     from cellship.runs.api import get_batch
 
     batch = get_batch(args.batch)
-    try:
-        record = batch.retry(parallel=args.parallel, on_event=print_event, detach=args.detach)
-    except KeyboardInterrupt:
+    outcome = follow(batch, lambda: batch.retry(parallel=args.parallel, on_event=print_event,
+                                                detach=args.detach))
+    if outcome.interrupted:
         print(f"\ncellship: interrupted. {batch.summary()}", file=sys.stderr)
-        return 130
+        return outcome.exit_code
     if args.detach:
         print(batch.id)
         return 0
     print(batch.summary(), file=sys.stderr)
     print(_table(batch))
-    return 0 if record.status == "succeeded" else 1
+    return outcome.exit_code
 
 
 def cmd_batch_cancel(args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ from cellship.errors import CellshipError, UsageError
 from cellship.store import JOB_STATUSES
 from cellship.train import api
 from cellship.train.options import add_job_options, kubernetes_from_args, spec_from_args
+from cellship.watch.follow import follow
 
 
 class _Parser(argparse.ArgumentParser):
@@ -115,19 +116,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.detach:
         print(job.id)
         return 0
-    try:
-        record = job.follow(_print_line)
-    except KeyboardInterrupt:
+
+    def interrupted(_cancelling: bool) -> None:
         print(f"\ncellship: interrupted; cancelling job {job.name} ({job.id})...",
               file=sys.stderr, flush=True)
-        job.cancel()
-        print(job.summary(), file=sys.stderr)
-        return 130
+
+    outcome = follow(job, lambda: job.follow(_print_line), on_interrupt=interrupted)
     print(job.summary(), file=sys.stderr)
-    if record.status != "succeeded":
+    if not outcome.interrupted and not outcome.succeeded:
         print(job.failure_report(traceback=False), file=sys.stderr)
-        return 1
-    return 0
+    return outcome.exit_code
 
 
 def _spec_kwargs(spec: api.JobSpec) -> dict:
@@ -161,7 +159,7 @@ def _cluster_jobs(args: argparse.Namespace) -> int:
     """``cellship jobs --backend kubernetes``: the cluster's cellship jobs (by label) merged
     with this machine's store; jobs submitted elsewhere are marked (cluster)."""
     from cellship.kube.flags import ENV_DEFAULTS
-    from cellship.train.backends import get_backend
+    from cellship.train.kubernetes.backend import KubernetesBackend
     from cellship.train.kubernetes.listing import cluster_jobs, cluster_jobs_table, json_rows
 
     if args.namespace and args.all_namespaces:
@@ -169,7 +167,8 @@ def _cluster_jobs(args: argparse.Namespace) -> int:
     namespace = None if args.all_namespaces else (
         args.namespace or os.environ.get(ENV_DEFAULTS["namespace"]) or None)
     context = args.context or os.environ.get(ENV_DEFAULTS["context"]) or None
-    backend = get_backend("kubernetes")
+    # The built-in itself (a plugin cannot take its name): listing the cluster is its own.
+    backend = KubernetesBackend()
     rows = cluster_jobs(backend, namespace=namespace, context=context,
                         all_namespaces=args.all_namespaces)
     if args.status:

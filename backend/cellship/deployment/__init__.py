@@ -4,11 +4,11 @@
 - :mod:`.source`    MODEL_OR_IMAGE: a model (needs ``cellship build``) or an image; the
                     image's config says which model it serves and on which port
 - :mod:`.manifests` pure functions: Deployment + Service (owned by it), or a KServe
-                    InferenceService; probes, security context, resources
-- :mod:`.kube`      the extra API calls (apps/v1, Service replace, InferenceServices)
-                    through the same typed-error gate as the training backend
-- :mod:`.rollout`   waiting for a rollout (or for pods to go), diagnosing stuck pods
+                    InferenceService; probes (the pod spec itself: :mod:`cellship.kube.podspec`)
+- :mod:`.rollout`   waiting for a rollout (a watch) or for pods to go, diagnosing stuck pods
 - :mod:`.api`       deploy(), undeploy(), deployments(): what the CLI is a thin layer over
+
+Every API call goes through the one client (:func:`cellship.kube.client.connect`).
 
 Named ``deployment`` (not ``deploy``) so that ``cellship.deploy`` can stay free for the
 function itself.

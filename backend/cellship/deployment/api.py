@@ -1,8 +1,8 @@
 """deploy / undeploy / deployments: served models on Kubernetes, from Python.
 
 ``cellship deploy``, ``undeploy`` and ``deployments`` are thin layers over these three
-functions; a notebook calls them directly. Every API call goes through one client
-(:class:`.kube.DeployKube`, or the fake the tests hand in as ``client``).
+functions; a notebook calls them directly. Every API call goes through the one client
+(:func:`cellship.kube.client.connect`, or the fake the tests hand in as ``client``).
 
 Deploying a name that exists updates it (the Deployment and Service are replaced, so a new
 image rolls out with no replica below the wanted count), because "deploy v2 over v1" is the
@@ -27,8 +27,13 @@ from cellship.deployment.rollout import (
 from cellship.deployment.source import IMAGE, build_image, classify, inspect_image, needs_image_message
 from cellship.deployment.spec import KINDS, PORT, DeploySpec, VolumeMount, check_name, parse_pull_policy
 from cellship.errors import CellshipError, UsageError
-from cellship.kube.errors import KubernetesConflict, KubernetesNotFound
+from cellship.kube import client as kube_client
+from cellship.kube.api import KubeAPI
+from cellship.kube.errors import KubernetesConflict, KubernetesForbidden, KubernetesNotFound
+from cellship.kube.kinds import INFERENCE_SERVICE
+from cellship.kube.meta import MANAGED_SELECTOR
 from cellship.kube.names import check_namespace
+from cellship.kube.waiting import wait_gone
 
 Progress = Callable[[str], None]
 DEPLOYMENT, ISVC = "Deployment", "InferenceService"
@@ -39,15 +44,9 @@ def _quiet(_message: str) -> None:
     pass
 
 
-def _default_client(context: str | None) -> Any:
-    from cellship.kube.deploy_client import DeployKube
-
-    return DeployKube(context=context)
-
-
 @dataclass(frozen=True)
-class DeployResult:
-    """What :func:`deploy` did (``action``: created / updated) and how to reach it."""
+class _Served:
+    """What names a served model and how it answers (shared by the results below)."""
 
     name: str
     namespace: str
@@ -55,6 +54,12 @@ class DeployResult:
     image: str
     model_name: str
     port: int
+
+
+@dataclass(frozen=True)
+class DeployResult(_Served):
+    """What :func:`deploy` did (``action``: created / updated) and how to reach it."""
+
     replicas: int
     ready: int
     action: str
@@ -105,15 +110,9 @@ class DeployResult:
 
 
 @dataclass(frozen=True)
-class DeploymentInfo:
+class DeploymentInfo(_Served):
     """One cellship-managed served model, as ``cellship deployments`` lists it."""
 
-    name: str
-    namespace: str
-    kind: str
-    image: str
-    model_name: str
-    port: int
     desired: int
     ready: int
     created: str
@@ -153,7 +152,7 @@ def deploy(model_or_image: str, name: str, *, replicas: int = 1, namespace: str 
            run_as_user: int = 1000, python: str = "python3", kind: str = "auto",
            wait: bool = True, timeout: float = 300.0, base: str | None = None,
            tag: str | None = None, build_kind: str | None = None,
-           progress: Progress | None = None, client: Any = None,
+           progress: Progress | None = None, client: KubeAPI | None = None,
            poll: float = 1.0) -> DeployResult:
     """Serve ``model_or_image`` on Kubernetes as ``name`` (created, or updated if it exists).
 
@@ -181,7 +180,7 @@ def deploy(model_or_image: str, name: str, *, replicas: int = 1, namespace: str 
     if source.kind == IMAGE and (base or tag):
         raise UsageError(f"--base and --tag build a model into an image, but {model_or_image!r} "
                          "is an image already: drop them (or name a model to build).")
-    client = client or _default_client(context)
+    client = client or kube_client.connect(context)
     if source.kind == IMAGE:
         image = model_or_image
         if model_name is None and model_path is not None:
@@ -198,7 +197,7 @@ def deploy(model_or_image: str, name: str, *, replicas: int = 1, namespace: str 
         model_name = model_name or built
     spec = DeploySpec(
         name=name, image=image, model_name=model_name, port=port or PORT, replicas=replicas,
-        namespace=namespace or client.default_namespace, model_path=model_path, cpu=cpu,
+        namespace=client.namespace(namespace), model_path=model_path, cpu=cpu,
         memory=memory, cpu_limit=cpu_limit, memory_limit=memory_limit, gpus=gpus,
         image_pull_policy=parse_pull_policy(image_pull_policy),
         image_pull_secrets=tuple(image_pull_secrets), env=dict(env or {}), volumes=mounts,
@@ -238,18 +237,23 @@ def _name_of_path(path: str) -> str:
     return parts[-1] if parts else "model"
 
 
-def _get(client: Any, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+def _get(client: KubeAPI, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
     try:
         return client.get(kind, namespace, name)
     except KubernetesNotFound:
         return None
 
 
-def _has_kserve(client: Any, namespace: str) -> bool:
-    return client.has_crd(mf.KSERVE_GROUP, mf.KSERVE_VERSION, mf.KSERVE_PLURAL, namespace)
+def _has_kserve(client: KubeAPI, namespace: str) -> bool:
+    """Whether InferenceServices can be made here. A 403 counts as no: who may not even
+    list them cannot deploy them, and a plain Deployment still works."""
+    try:
+        return client.has_crd(ISVC, namespace)
+    except KubernetesForbidden:
+        return False
 
 
-def _choose_kind(client: Any, spec: DeploySpec, wanted: str) -> str:
+def _choose_kind(client: KubeAPI, spec: DeploySpec, wanted: str) -> str:
     """``auto``: whatever ``name`` already is, else an InferenceService where KServe is
     installed, else a Deployment. A name taken by the other kind is refused."""
     kserve = _has_kserve(client, spec.namespace)
@@ -257,7 +261,7 @@ def _choose_kind(client: Any, spec: DeploySpec, wanted: str) -> str:
     existing_isvc = _get(client, ISVC, spec.namespace, spec.name) if kserve else None
     if wanted == "kserve" and not kserve:
         raise UsageError("--kind kserve needs KServe's InferenceService CRD "
-                         f"({mf.KSERVE_GROUP}/{mf.KSERVE_VERSION}), which this cluster does not "
+                         f"({INFERENCE_SERVICE.api_version}), which this cluster does not "
                          "have (or you may not list InferenceServices): install KServe, or drop "
                          "--kind to deploy a Deployment and a Service.")
     if wanted == "deployment":
@@ -284,7 +288,8 @@ def _not_ours(kind: str, spec: DeploySpec) -> DeployError:
                        f"{spec.namespace} {spec.name}`) if it is not needed.")
 
 
-def _replace(client: Any, desired: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
+def _replace(client: KubeAPI, desired: Mapping[str, Any],
+             current: Mapping[str, Any]) -> dict[str, Any]:
     """PUT ``desired`` over ``current``; a 409 (changed meanwhile) reads it again and retries."""
     meta = desired["metadata"]
     for attempt in range(3):
@@ -297,7 +302,7 @@ def _replace(client: Any, desired: Mapping[str, Any], current: Mapping[str, Any]
     raise AssertionError("unreachable")
 
 
-def _apply_deployment(client: Any, spec: DeploySpec) -> tuple[str, dict[str, Any]]:
+def _apply_deployment(client: KubeAPI, spec: DeploySpec) -> tuple[str, dict[str, Any]]:
     """Create or replace the Deployment, then its Service (owned by it)."""
     current = _get(client, DEPLOYMENT, spec.namespace, spec.name)
     current_svc = _get(client, "Service", spec.namespace, spec.name)
@@ -325,7 +330,7 @@ def _apply_deployment(client: Any, spec: DeploySpec) -> tuple[str, dict[str, Any
     return action, owner
 
 
-def _apply_inference_service(client: Any, spec: DeploySpec) -> tuple[str, dict[str, Any]]:
+def _apply_inference_service(client: KubeAPI, spec: DeploySpec) -> tuple[str, dict[str, Any]]:
     current = _get(client, ISVC, spec.namespace, spec.name)
     if current is not None and not mf.is_managed(current):
         raise _not_ours(ISVC, spec)
@@ -342,13 +347,14 @@ def _kserve_url(isvc: Mapping[str, Any]) -> str | None:
 
 # -- undeploy ----------------------------------------------------------------------------------
 def undeploy(name: str, *, namespace: str | None = None, context: str | None = None,
-             wait: bool = True, timeout: float = 120.0, client: Any = None,
+             wait: bool = True, timeout: float = 120.0, client: KubeAPI | None = None,
              poll: float = 0.5) -> UndeployResult:
     """Delete the served model ``name`` (its Deployment, whose Service and pods the garbage
     collector removes, or its InferenceService), with foreground propagation; with
-    ``wait``, return once no pod of it is left."""
-    client = client or _default_client(context)
-    ns = check_namespace(namespace) if namespace else client.default_namespace
+    ``wait``, return once no pod of it is left (``poll``: how long pods are still waited
+    for when the object itself outlived ``timeout``)."""
+    client = client or kube_client.connect(context)
+    ns = client.namespace(namespace)
     kind, obj = DEPLOYMENT, _get(client, DEPLOYMENT, ns, name)
     if obj is None and _has_kserve(client, ns):
         kind, obj = ISVC, _get(client, ISVC, ns, name)
@@ -367,10 +373,8 @@ def undeploy(name: str, *, namespace: str | None = None, context: str | None = N
     if not wait:
         return UndeployResult(name, ns, kind, waited=False)
     selector = mf.selector(name) if kind == DEPLOYMENT else f"{mf.KSERVE_POD_LABEL}={name}"
-    from cellship.kube.client import wait_gone
-
-    gone = wait_gone(client, kind, ns, name, timeout, poll=poll)
-    left = wait_pods_gone(client, ns, selector, timeout if gone else poll, poll=poll)
+    gone = wait_gone(client, kind, ns, name, timeout)
+    left = wait_pods_gone(client, ns, selector, timeout if gone else poll)
     if not gone or left:
         raise DeployTimeout(f"{kind} {name} is being deleted from namespace {ns}, but after "
                             f"{timeout:g} s {left} pod(s) were still stopping. They go on "
@@ -378,7 +382,7 @@ def undeploy(name: str, *, namespace: str | None = None, context: str | None = N
     return UndeployResult(name, ns, kind, waited=True)
 
 
-def _delete_orphan_service(client: Any, namespace: str, name: str) -> None:
+def _delete_orphan_service(client: KubeAPI, namespace: str, name: str) -> None:
     """The Service goes with its owner; one left from an orphaning delete goes here."""
     svc = _get(client, "Service", namespace, name)
     if svc is not None and mf.is_managed(svc) and not svc["metadata"].get("ownerReferences"):
@@ -388,7 +392,7 @@ def _delete_orphan_service(client: Any, namespace: str, name: str) -> None:
             pass
 
 
-def _not_found_message(client: Any, name: str, namespace: str) -> str:
+def _not_found_message(client: KubeAPI, name: str, namespace: str) -> str:
     try:
         names = [d.name for d in deployments(namespace=namespace, client=client)]
     except CellshipError:
@@ -401,11 +405,11 @@ def _not_found_message(client: Any, name: str, namespace: str) -> str:
 
 # -- deployments -------------------------------------------------------------------------------
 def deployments(*, namespace: str | None = None, context: str | None = None,
-                client: Any = None) -> list[DeploymentInfo]:
+                client: KubeAPI | None = None) -> list[DeploymentInfo]:
     """The cellship-managed served models of a namespace, by name."""
-    client = client or _default_client(context)
-    ns = check_namespace(namespace) if namespace else client.default_namespace
-    selector = "app.kubernetes.io/managed-by=cellship"
+    client = client or kube_client.connect(context)
+    ns = client.namespace(namespace)
+    selector = MANAGED_SELECTOR
     out = [_info(DEPLOYMENT, d, deployment_state(d).ready, int(d.get("spec", {}).get("replicas", 1)))
            for d in client.list(DEPLOYMENT, ns, selector) if mf.is_managed(d)]
     if _has_kserve(client, ns):

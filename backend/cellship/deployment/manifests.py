@@ -22,17 +22,17 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from cellship.deployment.spec import DeploySpec
+from cellship.kube import meta, podspec
+from cellship.kube.kinds import INFERENCE_SERVICE
+from cellship.kube.meta import MANAGED_BY
 from cellship.kube.names import label_value
-from cellship.train.kubernetes.manifests import resource_requirements
 
-MANAGED_BY = {"app.kubernetes.io/managed-by": "cellship"}
 LABEL_DEPLOYMENT = "cellship.io/deployment"
 LABEL_MODEL = "cellship.io/model"
 ANNOTATION_MODEL = "cellship.io/model-name"
 ANNOTATION_PORT = "cellship.io/port"
 CONTAINER = "server"
 KSERVE_CONTAINER = "kserve-container"  # the name KServe requires for a custom predictor
-KSERVE_GROUP, KSERVE_VERSION, KSERVE_PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 KSERVE_POD_LABEL = "serving.kserve.io/inferenceservice"
 SERVICE_PORT = 8501
 READINESS = {"initialDelaySeconds": 2, "periodSeconds": 2, "timeoutSeconds": 5,
@@ -52,7 +52,7 @@ def selector(name: str) -> str:
     return f"{LABEL_DEPLOYMENT}={name}"
 
 
-def annotations(spec: DeploySpec) -> dict[str, str]:
+def model_annotations(spec: DeploySpec) -> dict[str, str]:
     """What ``cellship deployments`` needs later without inspecting the image again."""
     return {ANNOTATION_MODEL: spec.model_name, ANNOTATION_PORT: str(spec.port)}
 
@@ -71,8 +71,8 @@ def probes(spec: DeploySpec) -> dict[str, Any]:
 
 
 def resources(spec: DeploySpec) -> dict[str, Any]:
-    return resource_requirements(spec.cpu, spec.memory, spec.cpu_limit, spec.memory_limit,
-                                 spec.gpus)
+    return podspec.resource_requirements(spec.cpu, spec.memory, spec.cpu_limit,
+                                         spec.memory_limit, spec.gpus)
 
 
 def command(spec: DeploySpec) -> dict[str, list[str]]:
@@ -84,97 +84,70 @@ def command(spec: DeploySpec) -> dict[str, list[str]]:
                         "--host", "0.0.0.0", "--port", str(spec.port)]}
 
 
-def env(spec: DeploySpec) -> list[dict[str, str]]:
+def env(spec: DeploySpec) -> dict[str, str]:
     values: dict[str, str] = {}
     if spec.model_path is not None:
         # cellship keeps its data under $CELLSHIP_HOME; a non-root uid may have no home.
         values |= {"CELLSHIP_HOME": "/tmp/cellship", "PYTHONUNBUFFERED": "1"}
-    values |= dict(spec.env)
-    return [{"name": k, "value": v} for k, v in values.items()]
+    return values | dict(spec.env)
 
 
 def volumes(spec: DeploySpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Read-only volumes: a directory on the node (hostPath), else a claim."""
     vols, mounts = [], []
     for i, volume in enumerate(spec.volumes):
         name = f"vol-{i}"
         if volume.is_host_path:
             vols.append({"name": name, "hostPath": {"path": volume.source, "type": "Directory"}})
+            mounts.append({"name": name, "mountPath": volume.mount_path, "readOnly": True})
         else:
-            vols.append({"name": name, "persistentVolumeClaim": {"claimName": volume.source,
-                                                                "readOnly": True}})
-        mounts.append({"name": name, "mountPath": volume.mount_path, "readOnly": True})
+            claim, mount = podspec.claim_volume(name, volume.source, volume.mount_path,
+                                                read_only=True)
+            vols.append(claim)
+            mounts.append(mount)
     return vols, mounts
 
 
 def container(spec: DeploySpec, name: str = CONTAINER) -> dict[str, Any]:
-    vols, mounts = volumes(spec)
-    body: dict[str, Any] = {
-        "name": name, "image": spec.image, **command(spec),
-        "ports": [{"name": "http", "containerPort": spec.port, "protocol": "TCP"}],
-        **probes(spec),
-        "resources": resources(spec),
-        "securityContext": {"runAsNonRoot": True, "allowPrivilegeEscalation": False,
-                            "privileged": False, "capabilities": {"drop": ["ALL"]}},
-    }
-    variables = env(spec)
-    if variables:
-        body["env"] = variables
-    if mounts:
-        body["volumeMounts"] = mounts
-    if spec.image_pull_policy:
-        body["imagePullPolicy"] = spec.image_pull_policy
-    return body
+    _, mounts = volumes(spec)
+    return podspec.container(
+        name, spec.image, command=command(spec).get("command"), env=env(spec),
+        ports=[{"name": "http", "containerPort": spec.port, "protocol": "TCP"}],
+        probes=probes(spec), resources=resources(spec), mounts=mounts,
+        pull_policy=spec.image_pull_policy)
 
 
 def pod_spec(spec: DeploySpec, container_name: str = CONTAINER) -> dict[str, Any]:
     vols, _ = volumes(spec)
-    body: dict[str, Any] = {
-        "containers": [container(spec, container_name)],
-        "securityContext": {"runAsNonRoot": True, "runAsUser": spec.run_as_user,
-                            "runAsGroup": spec.run_as_user, "fsGroup": spec.run_as_user,
-                            "seccompProfile": {"type": "RuntimeDefault"}},
-        "enableServiceLinks": False,
-        "terminationGracePeriodSeconds": GRACE_SECONDS,
-    }
-    if vols:
-        body["volumes"] = vols
-    if spec.image_pull_secrets:
-        body["imagePullSecrets"] = [{"name": s} for s in spec.image_pull_secrets]
-    return body
+    return podspec.pod_spec([container(spec, container_name)], run_as_user=spec.run_as_user,
+                            volumes=vols, grace_seconds=GRACE_SECONDS,
+                            scheduling=podspec.Scheduling(
+                                image_pull_secrets=tuple(spec.image_pull_secrets)))
 
 
 def deployment(spec: DeploySpec) -> dict[str, Any]:
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": spec.name, "namespace": spec.namespace, "labels": labels(spec),
-                     "annotations": annotations(spec)},
+                     "annotations": model_annotations(spec)},
         "spec": {
             "replicas": spec.replicas,
             "selector": {"matchLabels": {LABEL_DEPLOYMENT: spec.name}},
             # Never below the wanted count while a new image rolls out.
             "strategy": {"type": "RollingUpdate",
                          "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-            "template": {"metadata": {"labels": labels(spec), "annotations": annotations(spec)},
+            "template": {"metadata": {"labels": labels(spec),
+                                      "annotations": model_annotations(spec)},
                          "spec": pod_spec(spec)},
         },
     }
 
 
-def owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
-    """An ownerReference to a created object (as the API returned it, uid set)."""
-    meta = owner["metadata"]
-    if not meta.get("uid"):
-        raise ValueError("the owner has no uid yet: create it before its dependents")
-    return {"apiVersion": owner.get("apiVersion", "apps/v1"),
-            "kind": owner.get("kind", "Deployment"), "name": meta["name"], "uid": meta["uid"],
-            "controller": True, "blockOwnerDeletion": True}
-
-
 def service(spec: DeploySpec, owner: Mapping[str, Any]) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Service",
             "metadata": {"name": spec.name, "namespace": spec.namespace, "labels": labels(spec),
-                         "annotations": annotations(spec),
-                         "ownerReferences": [owner_reference(owner)]},
+                         "annotations": model_annotations(spec),
+                         "ownerReferences": [meta.owner_reference(owner, controller=True)]},
             "spec": {"type": "ClusterIP", "selector": {LABEL_DEPLOYMENT: spec.name},
                      "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": spec.port,
                                 "protocol": "TCP"}]}}
@@ -184,9 +157,9 @@ def inference_service(spec: DeploySpec) -> dict[str, Any]:
     """A KServe InferenceService whose predictor is the image as a custom container."""
     predictor = pod_spec(spec, KSERVE_CONTAINER)
     predictor |= {"minReplicas": spec.replicas, "maxReplicas": spec.replicas}
-    return {"apiVersion": f"{KSERVE_GROUP}/{KSERVE_VERSION}", "kind": "InferenceService",
+    return {"apiVersion": INFERENCE_SERVICE.api_version, "kind": INFERENCE_SERVICE.kind,
             "metadata": {"name": spec.name, "namespace": spec.namespace, "labels": labels(spec),
-                         "annotations": annotations(spec)},
+                         "annotations": model_annotations(spec)},
             "spec": {"predictor": predictor}}
 
 
@@ -195,9 +168,9 @@ def for_update(desired: Mapping[str, Any], current: Mapping[str, Any]) -> dict[s
     change meanwhile is a 409, not a lost update) and, for a Service, the cluster IP, which
     may not change."""
     body = {**desired, "metadata": dict(desired["metadata"])}
-    meta = current.get("metadata", {})
-    if meta.get("resourceVersion"):
-        body["metadata"]["resourceVersion"] = meta["resourceVersion"]
+    version = current.get("metadata", {}).get("resourceVersion")
+    if version:
+        body["metadata"]["resourceVersion"] = version
     if desired.get("kind") == "Service":
         old = current.get("spec", {})
         body["spec"] = dict(desired["spec"])
@@ -209,5 +182,4 @@ def for_update(desired: Mapping[str, Any], current: Mapping[str, Any]) -> dict[s
 
 def is_managed(obj: Mapping[str, Any]) -> bool:
     """Whether cellship made this object as a deployment (so it may update or delete it)."""
-    found = obj.get("metadata", {}).get("labels") or {}
-    return found.get("app.kubernetes.io/managed-by") == "cellship" and LABEL_DEPLOYMENT in found
+    return meta.is_managed(obj) and LABEL_DEPLOYMENT in (obj.get("metadata", {}).get("labels") or {})

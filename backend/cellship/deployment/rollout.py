@@ -12,21 +12,26 @@ image that still cannot be pulled after ``stuck_after`` seconds counts as fatal 
 tag does not fix itself), and so does a server that keeps answering 404 for the model
 (a wrong model name); an unschedulable pod does not (an autoscaler may add a node), it
 is reported when the timeout passes.
+
+The wait follows the target with a watch (:func:`cellship.kube.waiting.observe`): it looks
+as soon as the controller updates the Deployment's (or KServe's) status, and at least every
+``poll`` seconds for what no status update carries (pods' problems, the clocks above).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from cellship.deployment.errors import DeployFailed, DeployTimeout
+from cellship.kube.api import KubeAPI
 from cellship.kube.diagnose import Diagnosis, diagnose
-from cellship.kube.errors import KubernetesError
+from cellship.kube.errors import KubernetesError, KubernetesNotFound
+from cellship.kube.waiting import observe
 
 STUCK = ("ImagePull", "NotServing")  # not fatal at once, but they do not fix themselves
 Clock = Callable[[], float]
-Sleep = Callable[[float], None]
 
 
 @dataclass(frozen=True)
@@ -100,22 +105,22 @@ def is_ready(pod: Mapping[str, Any]) -> bool:
     return _condition(pod, "Ready").get("status") == "True"
 
 
-def _events(client: Any, namespace: str, pod: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _events(client: KubeAPI, namespace: str, pod: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Events explain a stuck pod; who may not list events still gets a diagnosis."""
     try:
-        return client.events(namespace, pod["metadata"]["name"])
+        return client.events("Pod", namespace, pod["metadata"]["name"])
     except KubernetesError:
         return []
 
 
-def live_pods(client: Any, namespace: str, selector: str) -> list[dict[str, Any]]:
+def live_pods(client: KubeAPI, namespace: str, selector: str) -> list[dict[str, Any]]:
     """The target's pods that are not being deleted."""
     return [p for p in client.list("Pod", namespace, selector)
             if not p.get("metadata", {}).get("deletionTimestamp")]
 
 
-def problems(client: Any, namespace: str,
-             pods: list[Mapping[str, Any]]) -> list[tuple[str, Diagnosis]]:
+def problems(client: KubeAPI, namespace: str,
+             pods: Sequence[Mapping[str, Any]]) -> list[tuple[str, Diagnosis]]:
     """(pod name, diagnosis) of the pods that are not ready (a ready pod's past restarts
     are history)."""
     found = []
@@ -129,7 +134,8 @@ def problems(client: Any, namespace: str,
     return found
 
 
-def _not_serving(pod: Mapping[str, Any], events: list[Mapping[str, Any]]) -> Diagnosis | None:
+def _not_serving(pod: Mapping[str, Any],
+                 events: Sequence[Mapping[str, Any]]) -> Diagnosis | None:
     """A running server whose readiness probe gets 404: it serves no model of that name
     (the usual cause: a wrong --model-name). 503 (still loading) is not a problem."""
     if pod.get("status", {}).get("phase") != "Running":
@@ -173,22 +179,31 @@ def failed_message(target: Target, why: str) -> str:
             f"-n {target.namespace}`.")
 
 
-def wait_ready(client: Any, target: Target, timeout: float, *, poll: float = 1.0,
+def _state(target: Target, obj: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> State:
+    if target.kind == "InferenceService":
+        return inference_service_state(obj, sum(is_ready(p) for p in pods), target.replicas)
+    return deployment_state(obj)
+
+
+def wait_ready(client: KubeAPI, target: Target, timeout: float, *, poll: float = 1.0,
                stuck_after: float = 60.0, progress: Callable[[str], None] = lambda _m: None,
-               sleep: Sleep = time.sleep, clock: Clock = time.monotonic) -> State:
-    """Poll until the rollout is done; DeployFailed at a fatal diagnosis, DeployTimeout
-    after ``timeout`` seconds (both worded for the user). Returns the final state."""
+               clock: Clock = time.monotonic) -> State:
+    """Follow the target until the rollout is done (at each change of it, and at least
+    every ``poll`` seconds); DeployFailed at a fatal diagnosis, DeployTimeout after
+    ``timeout`` seconds (both worded for the user). Returns the final state."""
     start = clock()
     stuck_since: dict[str, float] = {}
     last_report = None
     latest: Diagnosis | None = None
-    while True:
+    state = State(0, target.replicas, False, "the first look")
+    for seen in observe(client, target.kind, target.namespace, name=target.name,
+                        timeout=timeout, every=poll, clock=clock):
+        obj = seen.get((target.namespace, target.name))
+        if obj is None:
+            raise KubernetesNotFound(f"{target.kind} {target.name} was deleted from namespace "
+                                     f"{target.namespace} while cellship waited for it.", 404)
         pods = live_pods(client, target.namespace, target.pod_selector)
-        if target.kind == "InferenceService":
-            state = inference_service_state(client.get(target.kind, target.namespace, target.name),
-                                            sum(is_ready(p) for p in pods), target.replicas)
-        else:
-            state = deployment_state(client.get(target.kind, target.namespace, target.name))
+        state = _state(target, obj, pods)
         if state.done:
             return state
         if state.blocker:
@@ -211,25 +226,23 @@ def wait_ready(client: Any, target: Target, timeout: float, *, poll: float = 1.0
             progress(line)
             last_report = report
         if now - start >= timeout:
-            why = f" Last problem seen: {latest.message}" if latest else ""
-            raise DeployTimeout(
-                f"{state.ready} of {state.desired} replica(s) of {target.name} were ready after "
-                f"{timeout:g} s (waiting for {state.waiting_for}).{why} The rollout goes on in "
-                f"the cluster: look with `cellship deployments -n {target.namespace}` or "
-                f"`kubectl describe pods -n {target.namespace} -l {target.pod_selector}`, "
-                f"wait longer with --timeout, or remove it with `cellship undeploy "
-                f"{target.name} -n {target.namespace}`.")
-        sleep(poll)
+            break
+    why = f" Last problem seen: {latest.message}" if latest else ""
+    raise DeployTimeout(
+        f"{state.ready} of {state.desired} replica(s) of {target.name} were ready after "
+        f"{timeout:g} s (waiting for {state.waiting_for}).{why} The rollout goes on in "
+        f"the cluster: look with `cellship deployments -n {target.namespace}` or "
+        f"`kubectl describe pods -n {target.namespace} -l {target.pod_selector}`, "
+        f"wait longer with --timeout, or remove it with `cellship undeploy "
+        f"{target.name} -n {target.namespace}`.")
 
 
-def wait_pods_gone(client: Any, namespace: str, selector: str, timeout: float, *,
-                   poll: float = 0.5, sleep: Sleep = time.sleep,
-                   clock: Clock = time.monotonic) -> int:
-    """Poll until no pod matches ``selector`` (terminating ones included); returns how many
-    are left when ``timeout`` passed (0: all gone)."""
-    end = clock() + timeout
-    while True:
-        left = len(client.list("Pod", namespace, selector))
-        if left == 0 or clock() >= end:
-            return left
-        sleep(poll)
+def wait_pods_gone(client: KubeAPI, namespace: str, selector: str, timeout: float) -> int:
+    """Wait until no pod matches ``selector`` (terminating ones included); how many are
+    left when ``timeout`` passed (0: all gone)."""
+    left = 0
+    for pods in observe(client, "Pod", namespace, label_selector=selector, timeout=timeout):
+        left = len(pods)
+        if not left:
+            return 0
+    return left

@@ -70,7 +70,7 @@ def write_archive(path: Path, base_reg: Registry, image: "BaseImage", layers: Se
             base_reg.download_blob(image.ref.repository, digest, cached)
         blobs[digest] = cached
     for layer in layers:
-        blobs[layer.digest] = layer.path
+        blobs[layer.digest] = layer.file()
     annotations = {"org.opencontainers.image.base.name": str(image.ref),
                    "org.opencontainers.image.base.digest": image.manifest.digest}
     manifest = oci_manifest(image.layers + [l.descriptor() for l in layers], config, annotations)

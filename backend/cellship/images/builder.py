@@ -382,7 +382,7 @@ def _push(base_reg: Registry, target_reg: Registry, image: BaseImage, target: Re
             stats.layer_status[layer.digest] = "present"
             continue
         started = time.monotonic()
-        stats.uploaded += target_reg.upload(repo, layer.digest, work.materialize(layer).path)
+        stats.uploaded += target_reg.upload(repo, layer.digest, work.materialize(layer).file())
         stats.layer_status[layer.digest] = "uploaded"
         work.progress(f"uploaded {layer.size / 1e6:.1f} MB {layer.digest[:19]} in "
                       f"{time.monotonic() - started:.1f} s")

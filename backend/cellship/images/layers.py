@@ -81,6 +81,15 @@ class Layer:
     def descriptor(self, media_type: str = DOCKER_LAYER) -> dict:
         return {"mediaType": media_type, "size": self.size, "digest": self.digest}
 
+    def file(self) -> Path:
+        """The layer's tar.gz on disk; a layer known only from the index has none, and
+        must be materialised (rebuilt) before its bytes are pushed or archived."""
+        if self.path is None:
+            raise BuildError(f"layer {self.digest[:19]} is known only from the layer index; "
+                             "its bytes are not on disk (rebuild it, or clear "
+                             "~/.cache/cellship/layers)")
+        return self.path
+
 
 def image_path(path: str) -> str:
     """Normalise a path inside the image: no leading slash, no ``.`` or ``..`` parts."""
@@ -103,7 +112,9 @@ def tree(source: Path, dest: str, *, preserve: bool = False) -> list[Entry]:
     root = "" if dest.strip("/") == "" else image_path(dest)  # "/" puts a root filesystem
     if root:
         entries = parents(root)
-        entries.append(_entry(source, root, preserve))
+        top = _entry(source, root, preserve)
+        if top is not None:  # a directory always has an entry; checked for the type's sake
+            entries.append(top)
     for dirpath, dirnames, filenames in os.walk(source):
         rel = os.path.relpath(dirpath, source).replace(os.sep, "/")
         base = "/".join(p for p in (root, "" if rel == "." else rel) if p)
@@ -125,14 +136,15 @@ def parents(path: str) -> list[Entry]:
 def _entry(path: Path, dest: str, preserve: bool) -> Entry | None:
     info = path.lstat()
     mode = stat.S_IMODE(info.st_mode)
-    owner = {"uid": info.st_uid, "gid": info.st_gid} if preserve else {}
+    uid, gid = (info.st_uid, info.st_gid) if preserve else (0, 0)
     if stat.S_ISLNK(info.st_mode):
-        return Entry(dest, "symlink", target=os.readlink(path), mode=0o777, **owner)
+        return Entry(dest, "symlink", target=os.readlink(path), mode=0o777, uid=uid, gid=gid)
     if stat.S_ISDIR(info.st_mode):
-        return Entry(dest, "dir", mode=mode if preserve else 0o755, **owner)
+        return Entry(dest, "dir", mode=mode if preserve else 0o755, uid=uid, gid=gid)
     if stat.S_ISREG(info.st_mode):
         normal = 0o755 if mode & 0o111 else 0o644
-        return Entry(dest, "file", source=path, mode=mode if preserve else normal, **owner)
+        return Entry(dest, "file", source=path, mode=mode if preserve else normal, uid=uid,
+                     gid=gid)
     return None
 
 
@@ -362,14 +374,3 @@ class ParallelGzip:
 
     def flush(self) -> None:  # tarfile calls it; nothing is buffered downstream
         pass
-
-
-def sha256_file(path: Path) -> tuple[str, int]:
-    """(``sha256:...``, size) of a file, read in 1 MiB blocks."""
-    sha = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as handle:
-        while block := handle.read(_READ):
-            sha.update(block)
-            size += len(block)
-    return "sha256:" + sha.hexdigest(), size

@@ -37,10 +37,11 @@ from cellship.images.layers import DEFAULT_LEVEL, Entry, Layer, parents, tree, w
 
 SITE = "/opt/cellship/site-packages"
 # What `python -m cellship.cli serve` imports outside the standard library (cellship.cli:
-# platformdirs; cellship.serve: TensorFlow, aiohttp, orjson, prometheus-client, and uvloop
-# when present). A serving extra of cellship (if the distribution declares one) is added.
-BASE_REQUIREMENTS = ("tensorflow-cpu", "platformdirs", "aiohttp", "orjson", "prometheus-client",
-                     "uvloop")
+# platformdirs; cellship.processes: psutil; cellship.serve: TensorFlow, aiohttp, orjson,
+# prometheus-client, and uvloop when present). A serving extra of cellship (if the
+# distribution declares one) is added.
+BASE_REQUIREMENTS = ("tensorflow-cpu", "platformdirs", "psutil", "aiohttp", "orjson",
+                     "prometheus-client", "uvloop")
 SERVING_EXTRAS = ("serve", "serving")
 _FORMAT = 1  # bump when the way the layer is made changes
 _MANYLINUX = ["manylinux2014_x86_64"] + [f"manylinux_2_{n}_x86_64" for n in range(17, 37)]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from cellship.images.errors import BadReference
 
@@ -53,12 +53,6 @@ class Reference:
     def is_local(self) -> bool:
         """Whether the registry is on this machine (plain http is allowed there)."""
         return is_local_host(self.registry)
-
-    def with_digest(self, digest: str) -> "Reference":
-        return replace(self, digest=digest)
-
-    def with_tag(self, tag: str | None) -> "Reference":
-        return replace(self, tag=tag, digest=None)
 
     def __str__(self) -> str:
         text = f"{self.registry}/{self.repository}"

@@ -137,10 +137,6 @@ class Registry:
             self._tokens.clear()
 
     # -- API --------------------------------------------------------------------------------
-    def ping(self) -> None:
-        """GET /v2/: reachable and speaking the API (a 401 here is fine: auth comes later)."""
-        self._call(lambda: self._send("GET", "/v2/", ok=(200, 401), auth=False))
-
     def manifest(self, repository: str, reference: str) -> Manifest:
         self.want(repository, "pull")
         resp = self._call(lambda: self._send(

@@ -69,7 +69,7 @@ def _hook_strategies() -> None:
             report("connected")
 
         __init__._cellship_hooked = True  # type: ignore[attr-defined]
-        cls.__init__ = __init__  # type: ignore[method-assign]
+        cls.__init__ = __init__
 
 
 class MetricsRelay(threading.Thread):

@@ -108,7 +108,7 @@ def _flushing_tensorboard() -> Any:
 
         import tensorflow as tf
 
-        class FlushingTensorBoard(tf.keras.callbacks.TensorBoard):  # type: ignore[misc, name-defined]
+        class FlushingTensorBoard(tf.keras.callbacks.TensorBoard):
             _last_flush = 0.0
 
             def _flush(self) -> None:

@@ -37,10 +37,6 @@ LINE_WIDTH = 76
 KUBELET_LOG_LIMIT = "10 MiB"
 
 
-class PayloadError(Exception):
-    """The output notebook did not come back whole; ``str()`` says why, in words."""
-
-
 @dataclass
 class ParsedLog:
     """A pod's log taken apart: the notebook (gzip-decoded JSON bytes, or None with

@@ -1,6 +1,7 @@
 """The jupyter_server extension behind the JupyterLab panel: a REST API under
-``/cellship/api/`` (route table in :mod:`.routes`, one handler per endpoint in
-:mod:`.handlers`, the contract in ``openapi.yaml``).
+``/cellship/api/`` (the route table in :mod:`.routes`; one handler per endpoint, one
+module per resource: :mod:`.jobs`, :mod:`.logs`, :mod:`.batches`, :mod:`.models`, shared
+pieces in :mod:`.base`; the contract in ``openapi.yaml``).
 
 Enabled on install: the wheel ships ``etc/jupyter/jupyter_server_config.d/cellship.json``.
 Importing this package is cheap (no tornado until the server loads the extension), so
@@ -21,7 +22,7 @@ def _jupyter_server_extension_points() -> list[dict[str, str]]:
 def _load_jupyter_server_extension(server_app: Any) -> None:
     import threading
 
-    from cellship.jupyter.handlers import prewarm
+    from cellship.jupyter.jobs import prewarm
     from cellship.jupyter.routes import handlers
 
     web_app = server_app.web_app

@@ -1,4 +1,6 @@
-"""The one route table of the REST API: every endpoint of ``openapi.yaml`` is here."""
+"""The one route table of the REST API: every endpoint of ``openapi.yaml`` is here, each
+with its handler (one module per resource: :mod:`.jobs`, :mod:`.logs`, :mod:`.batches`,
+:mod:`.models`; the version probe and the JSON 404 in :mod:`.base`)."""
 
 from __future__ import annotations
 
@@ -6,26 +8,26 @@ from typing import Any
 
 from jupyter_server.utils import url_path_join
 
-from cellship.jupyter import handlers as h
+from cellship.jupyter import base, batches, jobs, logs, models
 
 PREFIX = "cellship/api"
 _ID = r"(?P<{}>[^/]+)"
 
 ROUTES: list[tuple[str, type]] = [
-    ("version", h.VersionHandler),
-    ("jobs", h.JobsHandler),
-    (f"jobs/{_ID.format('job_id')}", h.JobHandler),
-    (f"jobs/{_ID.format('job_id')}/logs", h.JobLogsHandler),
-    (f"jobs/{_ID.format('job_id')}/metrics", h.JobMetricsHandler),
-    (f"jobs/{_ID.format('job_id')}/cancel", h.JobCancelHandler),
-    (f"jobs/{_ID.format('job_id')}/tensorboard", h.JobTensorBoardHandler),
-    (f"jobs/{_ID.format('job_id')}/files", h.JobFilesHandler),
-    ("batches", h.BatchesHandler),
-    (f"batches/{_ID.format('batch_id')}", h.BatchHandler),
-    (f"batches/{_ID.format('batch_id')}/cancel", h.BatchCancelHandler),
-    ("models", h.ModelsHandler),
-    (f"models/{_ID.format('name')}", h.ModelHandler),
-    ("(?P<path>.*)", h.NotFoundHandler),  # last: a JSON 404 for anything else
+    ("version", base.VersionHandler),
+    ("jobs", jobs.JobsHandler),
+    (f"jobs/{_ID.format('job_id')}", jobs.JobHandler),
+    (f"jobs/{_ID.format('job_id')}/logs", logs.JobLogsHandler),
+    (f"jobs/{_ID.format('job_id')}/metrics", jobs.JobMetricsHandler),
+    (f"jobs/{_ID.format('job_id')}/cancel", jobs.JobCancelHandler),
+    (f"jobs/{_ID.format('job_id')}/tensorboard", jobs.JobTensorBoardHandler),
+    (f"jobs/{_ID.format('job_id')}/files", jobs.JobFilesHandler),
+    ("batches", batches.BatchesHandler),
+    (f"batches/{_ID.format('batch_id')}", batches.BatchHandler),
+    (f"batches/{_ID.format('batch_id')}/cancel", batches.BatchCancelHandler),
+    ("models", models.ModelsHandler),
+    (f"models/{_ID.format('name')}", models.ModelHandler),
+    ("(?P<path>.*)", base.NotFoundHandler),  # last: a JSON 404 for anything else
 ]
 
 

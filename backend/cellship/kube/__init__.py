@@ -1,17 +1,20 @@
-"""Kubernetes plumbing for the ``kubernetes`` backend, one job per module.
+"""What all of cellship's Kubernetes code shares; the features' own code lives with them
+(:mod:`cellship.train.kubernetes`, :mod:`cellship.runs.kubernetes`, :mod:`cellship.deployment`).
 
+* :mod:`.api` - the interface of the one client (the real one and the tests' fake);
+* :mod:`.client` - the ONE client: every API call through one gate, typed errors, the one
+  factory (:func:`~.client.connect`) and cache of clients;
+* :mod:`.kinds` - the kinds cellship touches, as data (group, version, plural, RBAC name);
+* :mod:`.waiting` - waiting with watch streams (gone, changed, any condition);
+* :mod:`.podspec` - the one pod-spec builder (security context, scheduling, resources, volumes);
+* :mod:`.meta` - the managed-by label and ownerReferences;
 * :mod:`.names` - job names -> object names and label values Kubernetes accepts;
 * :mod:`.options` - the ``kubernetes`` options of a job (namespace, image, ...);
-* :mod:`.manifests` - pure functions: JobSpec + Program + options -> object dicts;
-* :mod:`.client` - the ONE place every API call goes through, with typed errors;
+* :mod:`.flags` - the Kubernetes flags -> options, environment defaults;
 * :mod:`.diagnose` - pod status + events -> why a pod cannot start, in plain words;
-* :mod:`.errors` - the typed errors (403 is not 404);
-* :mod:`.flags` - the ``%%train``/``cellship train`` flags -> options, environment defaults;
-* :mod:`.dryrun` - ``--dry-run``: the objects that would be created, as YAML;
-* :mod:`.listing` - ``cellship jobs --backend kubernetes``: cluster jobs found by label;
-* :mod:`.batch` - batch runs as batch/v1 Jobs (papermill in the image);
-* :mod:`.pod_bootstrap` - the first thing every pod runs: waits for peers' DNS names.
+* :mod:`.errors` - the typed errors (403 is not 404).
 
-Only :mod:`.client` imports the ``kubernetes`` package, so everything else works (and is
-tested) without it.
+Must never import a feature (train, runs, deployment, serve, watch): they build on this,
+not the other way round (an import contract checks it). Only :mod:`.client` imports the
+``kubernetes`` package, so everything else works (and is tested) without it.
 """

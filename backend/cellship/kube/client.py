@@ -1,22 +1,34 @@
-"""The ONE place every Kubernetes API call goes through (kr8s's ``_api.py`` habit).
+"""The ONE Kubernetes client: every API call of cellship goes through :meth:`KubeClient._send`.
 
-It loads a kubeconfig context or the in-cluster service account, speaks plain JSON-shaped
-dicts (camelCase, as ``kubectl -o json``) in and out so manifests and diagnosis never see
-the client's model classes, and turns every failure into a typed
-:class:`~cellship.kube.errors.KubernetesError` that keeps the HTTP status and says what to do:
-403 names the verb, resource and namespace; no kubeconfig says how to point cellship at a
-cluster. Tests replace this class by an in-memory fake with the same methods.
+It loads a kubeconfig context or the in-cluster service account and implements
+:class:`~cellship.kube.api.KubeAPI` over the official client's ``ApiClient`` (its
+authentication, TLS and connection pool), with URLs built from the kinds' data
+(:mod:`.kinds`) and plain JSON dicts in and out, so manifests and diagnosis never see the
+client's model classes. Why not the generated ``CoreV1Api``/``BatchV1Api``/... methods: one
+method per kind and verb is the dispatch chain this replaces, and their type hints want
+model objects where cellship has dicts.
+
+Every failure becomes a typed :class:`~cellship.kube.errors.KubernetesError` that keeps the
+HTTP status and says what to do (:func:`translate`): 403 names the verb, resource and
+namespace; no kubeconfig says how to point cellship at a cluster.
+
+:func:`connect` is the one factory, with the one cache of clients (one per kubeconfig file
+and context, so the ``KUBECONFIG`` of the moment counts).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import math
 import os
-import time
+import threading
 from contextlib import contextmanager
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 from cellship.errors import MissingDependency
+from cellship.kube import kinds
+from cellship.kube.api import KubeAPI, Obj, ObjList, initial_events_end
 from cellship.kube.errors import (
     KUBECONFIG_HINT,
     KubernetesConflict,
@@ -28,20 +40,17 @@ from cellship.kube.errors import (
     KubernetesUnreachable,
     NoKubeconfig,
 )
+from cellship.kube.podspec import CONTAINER
 
-TFJOB_GROUP, TFJOB_VERSION, TFJOB_PLURAL = "kubeflow.org", "v1", "tfjobs"
-# kind -> (resource name users see in RBAC messages, API group for messages)
-RESOURCES = {"ConfigMap": "configmaps", "Service": "services", "Pod": "pods",
-             "TFJob": "tfjobs.kubeflow.org", "Event": "events"}
+Query = Sequence[tuple[str, Any]]
+WATCH_SLACK_SECONDS = 30  # a watch's socket waits this much longer than the server's timeout
 
 
-def _require_client() -> Any:
-    try:
-        import kubernetes
-    except ImportError as err:
+def _require_client() -> None:
+    """The official client is an optional dependency: say which extra brings it."""
+    if importlib.util.find_spec("kubernetes") is None:
         raise MissingDependency("The kubernetes backend needs the official Kubernetes client: "
-                                "pip install 'cellship[kubernetes]'.") from err
-    return kubernetes
+                                "pip install 'cellship[kubernetes]'.")
 
 
 def _body_message(body: Any) -> str:
@@ -98,20 +107,22 @@ def translate(err: Exception, verb: str, resource: str, namespace: str | None,
                            f"{detail}", status, reason)
 
 
-class KubeClient:
+def kubeconfig_path(kubeconfig: str | None = None) -> str:
+    """The kubeconfig to read: the one given, else ``$KUBECONFIG``, else ``~/.kube/config``
+    (resolved at each call, not at import, so a KUBECONFIG set later counts)."""
+    return kubeconfig or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+
+
+class KubeClient(KubeAPI):
     """A connection to one cluster (one kubeconfig context, or in-cluster)."""
 
     def __init__(self, context: str | None = None, kubeconfig: str | None = None) -> None:
-        kubernetes = _require_client()
+        _require_client()
         from kubernetes import client, config
 
-        # Resolved here, not by the client at its import time, so KUBECONFIG set later counts.
-        kubeconfig = kubeconfig or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+        kubeconfig = kubeconfig_path(kubeconfig)
         self.api_client = self._load(config, client, context, kubeconfig)
-        self.core = client.CoreV1Api(self.api_client)
-        self.custom = client.CustomObjectsApi(self.api_client)
         self.default_namespace = self._namespace(config, context, kubeconfig)
-        self._kubernetes = kubernetes
 
     # -- configuration ---------------------------------------------------------------
     @staticmethod
@@ -150,108 +161,83 @@ class KubeClient:
 
     # -- the one gate --------------------------------------------------------------------
     @contextmanager
-    def _call(self, verb: str, kind: str, namespace: str | None,
-              name: str | None = None) -> Iterator[None]:
+    def _gate(self, verb: str, resource: str, namespace: str | None,
+              name: str | None) -> Iterator[None]:
+        """API and connection failures inside -> the typed, worded error."""
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
         try:
             yield
-        except ApiException as err:
-            raise translate(err, verb, RESOURCES.get(kind, kind), namespace, name) from err
-        except (HTTPError, OSError) as err:
-            raise translate(err, verb, RESOURCES.get(kind, kind), namespace, name) from err
+        except (ApiException, HTTPError, OSError) as err:
+            raise translate(err, verb, resource, namespace, name) from err
 
-    def _json(self, obj: Any) -> Any:
-        return self.api_client.sanitize_for_serialization(obj)
+    def _send(self, verb: str, kind: kinds.Kind, namespace: str | None, name: str | None,
+              method: str, path: str, query: Query = (), body: Mapping[str, Any] | None = None,
+              stream: bool = False, timeout: Any = None) -> Any:
+        """Every request: the decoded JSON answer, or (``stream``) the open HTTP response
+        for the caller to read and close. ``name`` is only for messages."""
+        from kubernetes.client.exceptions import ApiException
 
-    # -- operations (the fake in tests implements exactly these) ----------------------
-    def create(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        kind = body["kind"]
-        ns = body["metadata"]["namespace"]
-        with self._call("create", kind, ns, body["metadata"]["name"]):
-            if kind == "ConfigMap":
-                return self._json(self.core.create_namespaced_config_map(ns, body))
-            if kind == "Service":
-                return self._json(self.core.create_namespaced_service(ns, body))
-            if kind == "Pod":
-                return self._json(self.core.create_namespaced_pod(ns, body))
-            if kind == "TFJob":
-                return self.custom.create_namespaced_custom_object(
-                    TFJOB_GROUP, TFJOB_VERSION, ns, TFJOB_PLURAL, body)
-        raise ValueError(f"cellship does not create {kind} objects")
+        headers = {"Accept": "application/json", "Content-Type": "application/json"}
+        with self._gate(verb, kind.resource, namespace, name):
+            request = self.api_client.param_serialize(
+                method=method, resource_path=path, query_params=list(query),
+                header_params=headers, body=dict(body) if body is not None else None,
+                auth_settings=["BearerToken"])
+            response = self.api_client.call_api(*request, _request_timeout=timeout)
+            if not 200 <= response.status <= 299:
+                response.read()
+                raise ApiException(http_resp=response)
+            if stream:
+                return response.response
+            return json.loads(response.read() or b"null")
 
-    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
-        with self._call("get", kind, namespace, name):
-            if kind == "ConfigMap":
-                return self._json(self.core.read_namespaced_config_map(name, namespace))
-            if kind == "Pod":
-                return self._json(self.core.read_namespaced_pod(name, namespace))
-            if kind == "TFJob":
-                return self.custom.get_namespaced_custom_object(
-                    TFJOB_GROUP, TFJOB_VERSION, namespace, TFJOB_PLURAL, name)
-        raise ValueError(f"cellship does not read {kind} objects")
+    # -- the interface -------------------------------------------------------------------
+    def create(self, body: Mapping[str, Any]) -> Obj:
+        kind, meta = kinds.of(body["kind"]), body["metadata"]
+        ns = meta.get("namespace")
+        return self._send("create", kind, ns, meta["name"], "POST", kind.path(ns), body=body)
 
-    def delete(self, kind: str, namespace: str, name: str,
-               propagation: str = "Foreground") -> None:
-        body = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": propagation}
-        with self._call("delete", kind, namespace, name):
-            if kind == "ConfigMap":
-                self.core.delete_namespaced_config_map(name, namespace, body=body)
-            elif kind == "Pod":
-                self.core.delete_namespaced_pod(name, namespace, body=body)
-            elif kind == "Service":
-                self.core.delete_namespaced_service(name, namespace, body=body)
-            elif kind == "TFJob":
-                self.custom.delete_namespaced_custom_object(
-                    TFJOB_GROUP, TFJOB_VERSION, namespace, TFJOB_PLURAL, name, body=body)
-            else:
-                raise ValueError(f"cellship does not delete {kind} objects")
+    def get(self, kind: str, namespace: str, name: str) -> Obj:
+        k = kinds.of(kind)
+        return self._send("get", k, namespace, name, "GET", k.path(namespace, name))
 
-    def list(self, kind: str, namespace: str | None, label_selector: str) -> list[dict[str, Any]]:
-        """Objects of ``kind`` matching the selector in ``namespace``; ``None`` lists every
-        namespace (what `cellship jobs --all-namespaces` needs; RBAC may refuse it: 403)."""
-        sel = {"label_selector": label_selector}
-        with self._call("list", kind, namespace):
-            if kind == "TFJob":
-                if namespace is None:
-                    data = self.custom.list_cluster_custom_object(
-                        TFJOB_GROUP, TFJOB_VERSION, TFJOB_PLURAL, **sel)
-                else:
-                    data = self.custom.list_namespaced_custom_object(
-                        TFJOB_GROUP, TFJOB_VERSION, namespace, TFJOB_PLURAL, **sel)
-                return list(data.get("items") or [])
-            methods = {"Pod": ("list_namespaced_pod", "list_pod_for_all_namespaces"),
-                       "Service": ("list_namespaced_service", "list_service_for_all_namespaces"),
-                       "ConfigMap": ("list_namespaced_config_map",
-                                     "list_config_map_for_all_namespaces")}
-            if kind not in methods:
-                raise ValueError(f"cellship does not list {kind} objects")
-            namespaced, everywhere = methods[kind]
-            if namespace is None:
-                items = getattr(self.core, everywhere)(**sel).items
-            else:
-                items = getattr(self.core, namespaced)(namespace, **sel).items
-        return [self._json(i) for i in items]
+    def list(self, kind: str, namespace: str | None, label_selector: str = "") -> ObjList:
+        k = kinds.of(kind)
+        query = [("labelSelector", label_selector)] if label_selector else []
+        found = self._send("list", k, namespace, None, "GET", k.path(namespace), query)
+        return _tagged(k, found.get("items") or [])
 
-    def events(self, namespace: str, pod_name: str) -> list[dict[str, Any]]:
-        selector = f"involvedObject.kind=Pod,involvedObject.name={pod_name}"
-        with self._call("list", "Event", namespace):
-            items = self.core.list_namespaced_event(namespace, field_selector=selector).items
-        return [self._json(i) for i in items]
+    def replace(self, body: Mapping[str, Any]) -> Obj:
+        kind, meta = kinds.of(body["kind"]), body["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        return self._send("update", kind, ns, name, "PUT", kind.path(ns, name), body=body)
+
+    def delete(self, kind: str, namespace: str, name: str, propagation: str = "Foreground",
+               grace_seconds: int | None = None) -> None:
+        k = kinds.of(kind)
+        options: dict[str, Any] = {"apiVersion": "v1", "kind": "DeleteOptions",
+                                   "propagationPolicy": propagation}
+        if grace_seconds is not None:
+            options["gracePeriodSeconds"] = grace_seconds
+        self._send("delete", k, namespace, name, "DELETE", k.path(namespace, name), body=options)
+
+    def events(self, kind: str, namespace: str, name: str) -> ObjList:
+        selector = f"involvedObject.kind={kind},involvedObject.name={name}"
+        found = self._send("list", kinds.EVENT, namespace, None, "GET",
+                           kinds.EVENT.path(namespace), [("fieldSelector", selector)])
+        return list(found.get("items") or [])
 
     def pod_log(self, namespace: str, name: str, follow: bool = False,
-                timestamps: bool = False) -> Iterator[str]:
-        """The pod's log lines (container ``tensorflow``); with ``follow``, until it ends.
-        ``timestamps`` prefixes each line with the kubelet's RFC 3339 time and a space
-        (what a reconnecting follower uses to skip lines it already has)."""
-        kwargs: dict[str, Any] = {"container": "tensorflow", "follow": follow,
-                                  "timestamps": timestamps, "_preload_content": False}
-        with self._call("get", "Pod", namespace, f"{name}/log"):
-            response = self.core.read_namespaced_pod_log(name, namespace, **kwargs)
+                timestamps: bool = False, container: str = CONTAINER) -> Iterator[str]:
+        query = [("container", container), ("follow", follow), ("timestamps", timestamps)]
+        where = f"{name}/log"
+        response = self._send("get", kinds.POD, namespace, where, "GET",
+                              kinds.POD.path(namespace, name, "log"), query, stream=True)
         pending = b""
         try:
-            with self._call("get", "Pod", namespace, f"{name}/log"):
+            with self._gate("get", kinds.POD.resource, namespace, where):
                 for chunk in response.stream(4096):
                     pending += chunk
                     *lines, pending = pending.split(b"\n")
@@ -262,26 +248,93 @@ class KubeClient:
         finally:
             response.release_conn()
 
-    def has_tfjob_crd(self) -> bool:
-        """Whether kubeflow.org/v1 TFJobs can be created here."""
+    def watch(self, kind: str, namespace: str | None, *, name: str | None = None,
+              label_selector: str = "", timeout: float = 60.0) -> Iterator[Obj]:
+        """LIST, then WATCH from the list's resourceVersion: no change between the two is
+        missed. Written here rather than with ``kubernetes.watch.Watch`` because that one
+        wants a generated list function and retries on its own, while this gate must keep
+        its typed errors; its line splitter is reused."""
+        from kubernetes.watch.watch import iter_resp_lines
+        from urllib3.exceptions import HTTPError
+
+        k = kinds.of(kind)
+        query: list[tuple[str, Any]] = []
+        if label_selector:
+            query.append(("labelSelector", label_selector))
+        if name is not None:
+            query.append(("fieldSelector", f"metadata.name={name}"))
+        found = self._send("list", k, namespace, None, "GET", k.path(namespace), query)
+        for item in _tagged(k, found.get("items") or []):
+            yield {"type": "ADDED", "object": item}
+        version = str((found.get("metadata") or {}).get("resourceVersion") or "")
+        yield initial_events_end(version)
+        if timeout <= 0:
+            return
+        seconds = max(1, math.ceil(timeout))
+        query += [("watch", True), ("resourceVersion", version), ("timeoutSeconds", seconds)]
+        response = self._send("watch", k, namespace, None, "GET", k.path(namespace), query,
+                              stream=True, timeout=(30, seconds + WATCH_SLACK_SECONDS))
         try:
-            with self._call("list", "TFJob", self.default_namespace):
-                self.custom.list_namespaced_custom_object(
-                    TFJOB_GROUP, TFJOB_VERSION, self.default_namespace, TFJOB_PLURAL, limit=1)
+            for line in iter_resp_lines(response):
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                if event.get("type") == "ERROR":
+                    status = event.get("object") or {}
+                    if status.get("code") == 410:  # history expired: the caller lists again
+                        return
+                    raise _status_error(status, "watch", k.resource, namespace)
+                yield event
+        except (HTTPError, OSError):
+            return  # the stream broke (server restart, timeout): the caller lists again
+        finally:
+            response.close()
+            response.release_conn()
+
+    def has_crd(self, kind: str, namespace: str | None = None) -> bool:
+        k = kinds.of(kind)
+        ns = namespace or self.default_namespace
+        try:
+            self._send("list", k, ns, None, "GET", k.path(ns), [("limit", 1)])
         except KubernetesNotFound:
             return False
         return True
 
 
-def wait_gone(client: Any, kind: str, namespace: str, name: str, timeout: float,
-              poll: float = 0.5) -> bool:
-    """Poll until the object is gone (Foreground deletion finished); return whether it is."""
-    end = time.monotonic() + timeout
-    while True:
-        try:
-            client.get(kind, namespace, name)
-        except KubernetesNotFound:
-            return True
-        if time.monotonic() >= end:
-            return False
-        time.sleep(poll)
+def _tagged(kind: kinds.Kind, items: ObjList) -> ObjList:
+    """List items as the API sends them lack ``kind`` and ``apiVersion``; put them back so a
+    listed object reads like a fetched one (an owner for :func:`owner_reference`)."""
+    return [{"apiVersion": kind.api_version, "kind": kind.kind} | item for item in items]
+
+
+def _status_error(status: Mapping[str, Any], verb: str, resource: str,
+                  namespace: str | None) -> KubernetesError:
+    """A Status object inside a watch stream (an ERROR event) -> the typed error."""
+    from kubernetes.client.exceptions import ApiException
+
+    err = ApiException(status=status.get("code"), reason=status.get("reason"))
+    err.body = json.dumps(dict(status))
+    return translate(err, verb, resource, namespace)
+
+
+# -- the one factory, the one cache --------------------------------------------------------
+_clients: dict[tuple[str | None, str, int | None], KubeClient] = {}
+_clients_lock = threading.Lock()
+
+
+def connect(context: str | None = None) -> KubeAPI:
+    """The client for ``context`` (None: the current one) of the kubeconfig in effect now,
+    made once and shared by every feature. A kubeconfig edited since (a new token) is read
+    again: its modification time is part of the key."""
+    path = kubeconfig_path()
+    try:
+        stamp: int | None = os.stat(path).st_mtime_ns
+    except OSError:
+        stamp = None
+    key = (context, path, stamp)
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            client = _clients[key] = KubeClient(context=context, kubeconfig=path)
+        return client
+

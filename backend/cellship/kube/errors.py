@@ -16,8 +16,7 @@ class KubernetesError(BackendError):
 
     def __init__(self, message: str, status: int | None = None, reason: str | None = None) -> None:
         super().__init__(message)
-        self.status = status
-        self.reason = reason
+        self.status, self.reason = status, reason  # 403 is not 404: callers tell them apart
 
 
 class NoKubeconfig(KubernetesError):
@@ -33,9 +32,7 @@ class KubernetesForbidden(KubernetesError):
 
     def __init__(self, message: str, verb: str, resource: str, namespace: str | None) -> None:
         super().__init__(message, 403, "Forbidden")
-        self.verb = verb
-        self.resource = resource
-        self.namespace = namespace
+        self.verb, self.resource, self.namespace = verb, resource, namespace  # what was refused
 
 
 class KubernetesUnauthorized(KubernetesError):

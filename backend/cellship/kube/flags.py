@@ -19,6 +19,7 @@ import os
 import re
 from typing import Any, Mapping
 
+from cellship.durations import parse_duration
 from cellship.errors import UsageError
 from cellship.kube.errors import KubernetesInvalid
 from cellship.kube.names import check_namespace, check_object_name
@@ -203,8 +204,6 @@ def parse_quantity(value: str, flag: str) -> str:
 
 
 def _peer_timeout(value: str, flag: str) -> float:
-    from cellship.train.spec import parse_duration
-
     try:
         seconds = parse_duration(value)
     except UsageError as err:

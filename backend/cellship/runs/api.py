@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from cellship.errors import UsageError
 from cellship.paths import home
+from cellship.plugins import default_backend
 from cellship.processes import pid_alive
 from cellship.runs import notebook as nbcheck
 from cellship.runs.coordinator import Coordinator, RunEvent
@@ -100,6 +101,10 @@ class Batch:
         if record.done:
             return record
         pid = record.coordinator_pid
+        if pid == os.getpid():
+            # This process was interrupted while it coordinated the batch itself (Ctrl-C
+            # under `cellship batch`): nothing else to signal, settle the record below.
+            pid = None
         if pid:
             try:
                 os.kill(pid, signal.SIGTERM)
@@ -204,15 +209,17 @@ def _store(store: Store | None) -> Store:
 def create(notebook: str | Path, *, parameters: Mapping[str, Any] | None = None,
            grid: Mapping[str, Sequence[Any]] | None = None,
            parameters_file: str | Path | None = None, parallel: int = 1,
-           name: str | None = None, backend: str = "local", kernel: str | None = None,
+           name: str | None = None, backend: str | None = None, kernel: str | None = None,
            output_dir: str | Path | None = None, warn: Callable[[str], None] | None = None,
            kubernetes: Mapping[str, Any] | None = None, store: Store | None = None) -> Batch:
     """Validate everything and record the batch with its runs (all pending); run nothing.
 
     ``kubernetes``: options of ``backend="kubernetes"`` runs (image, namespace, context,
     image_pull_policy, cpu, memory, gpus, timeout, ...; see
-    :class:`cellship.runs.kubernetes.manifests.BatchSettings`)."""
+    :class:`cellship.runs.kubernetes.manifests.BatchSettings`). ``backend`` defaults to
+    ``$CELLSHIP_BACKEND``, else local, as a training job's does."""
     store = _store(store)
+    backend = default_backend(backend)
     if not isinstance(parallel, int) or parallel < 1:
         raise UsageError(f"--parallel must be a whole number >= 1, got {parallel!r}.")
     from cellship.runs.executors import get_executor

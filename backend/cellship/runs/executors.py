@@ -14,9 +14,10 @@ import sys
 import threading
 import time
 
-from cellship.errors import UsageError
+import psutil
+
+from cellship.plugins import Plugins
 from cellship.runs.executor_base import RunExecutor
-from cellship.runs.kubernetes.executor import KubernetesRunExecutor
 from cellship.store import RunRecord, Store
 
 KILL_GRACE_SECONDS = 3.0
@@ -110,11 +111,10 @@ class LocalRunExecutor(RunExecutor):
         if pid is None or self._reap(pid):
             return
         try:
-            import psutil
-
-            tree = [psutil.Process(pid)] + psutil.Process(pid).children(recursive=True)
-        except Exception:
-            tree = []
+            root = psutil.Process(pid)
+            tree = [root] + root.children(recursive=True)
+        except psutil.Error:
+            tree = []  # gone already (or not ours to inspect): SIGTERM below settles it
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
@@ -125,20 +125,26 @@ class LocalRunExecutor(RunExecutor):
         for process in tree:
             try:
                 process.kill()
-            except Exception:
+            except psutil.Error:  # exited meanwhile
                 pass
         while not self._reap(pid):
             time.sleep(0.05)
 
 
-EXECUTORS: dict[str, type[RunExecutor]] = {"local": LocalRunExecutor,
-                                           "kubernetes": KubernetesRunExecutor}
+# Where batch runs can execute: the built-ins plus the ``cellship.executors`` entry point
+# group (cellship.plugins), as training backends are found. Classes are imported when first
+# used, so a local batch never imports the Kubernetes client.
+GROUP = "cellship.executors"
+EXECUTORS: Plugins[RunExecutor] = Plugins(
+    GROUP,
+    {"local": "cellship.runs.executors:LocalRunExecutor",
+     "kubernetes": "cellship.runs.kubernetes.executor:KubernetesRunExecutor"},
+    base=RunExecutor,
+    unknown="Batch runs cannot use the backend {name} yet; available: {available}.")
 
-__all__ = ["EXECUTORS", "KubernetesRunExecutor", "LocalRunExecutor", "RunExecutor", "get_executor"]
+__all__ = ["EXECUTORS", "LocalRunExecutor", "RunExecutor", "get_executor"]
 
 
 def get_executor(name: str, store: Store) -> RunExecutor:
-    if name not in EXECUTORS:
-        raise UsageError(f"Batch runs cannot use the backend {name!r} yet; available: "
-                         f"{', '.join(sorted(EXECUTORS))}.")
-    return EXECUTORS[name](store)
+    """A new executor of that name (a UsageError naming the available ones if none)."""
+    return EXECUTORS.load(name)(store)

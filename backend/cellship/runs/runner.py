@@ -14,6 +14,8 @@ import time
 import traceback
 from pathlib import Path
 
+import psutil
+
 from cellship.inside.podrun import describe as _describe  # one wording for local and pod runs
 from cellship.store import Store
 
@@ -21,10 +23,6 @@ from cellship.store import Store
 def _kill_descendants() -> None:
     """The kernel runs in a session of its own (jupyter_client starts it so): kill every
     process this run started, whatever group it is in."""
-    try:
-        import psutil
-    except ImportError:
-        return
     children = psutil.Process().children(recursive=True)
     for child in children:
         try:

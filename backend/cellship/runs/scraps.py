@@ -9,7 +9,6 @@ scrapbook, and tools that read scraps, work with cellship batches and vice versa
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 SCRAP_MIME = "application/scrapbook.scrap.json+json"
@@ -24,10 +23,3 @@ def scraps_of(notebook: Any) -> dict[str, Any]:
             if isinstance(data, dict) and "name" in data:
                 values[data["name"]] = data.get("data")
     return values
-
-
-def clean_number(value: Any) -> Any:
-    """NaN as None, so tables and JSON stay valid."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value

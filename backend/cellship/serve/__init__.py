@@ -1,7 +1,7 @@
 """TF-Serving-compatible model serving (REST API v1) with dynamic batching.
 
-Only the serving process imports TensorFlow: this package's ``__init__``, ``codec``,
-``batcher`` and ``errors`` stay TensorFlow-free so the CLI, the Jupyter server and the
+Only the serving process imports TensorFlow: this package's ``__init__``, ``codec/``,
+``batching`` and ``errors`` stay TensorFlow-free so the CLI, the Jupyter server and the
 model repository can import them cheaply. ``signatures``, ``repository`` and ``server``
 load models and so import TensorFlow.
 """

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from cellship.errors import CellshipError, ExportError
-from cellship.serve.codec import DEFAULT_SIGNATURE, DTYPES
+from cellship.serve.codec.signature import DEFAULT_SIGNATURE, DTYPES
 from cellship.serve.errors import RequestError
 
 

@@ -18,11 +18,14 @@ import time
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from cellship.serve.batching import Batcher, BatchingConfig
 from cellship.serve.errors import RequestError, not_found, unavailable
 from cellship.serve.export import version_dirs
+
+if TYPE_CHECKING:  # the module imports TensorFlow: only a loaded version brings it in
+    from cellship.serve.signatures import LoadedModel
 
 # TF Serving's ManagerState names, as GetModelStatusResponse spells them.
 START, LOADING, AVAILABLE, UNLOADING, END = "START", "LOADING", "AVAILABLE", "UNLOADING", "END"
@@ -44,8 +47,15 @@ class VersionState:
     state: str = START
     error: str = ""
     fingerprint: tuple = ()
-    model: object | None = None  # signatures.LoadedModel once AVAILABLE
+    model: LoadedModel | None = None  # once AVAILABLE
     batchers: dict[str, Batcher] = field(default_factory=dict)
+
+    def loaded(self) -> LoadedModel:
+        """The model of an AVAILABLE version (what :meth:`ServedModel.resolve` returns);
+        a version unloaded in between answers 503, as a request racing an unload does."""
+        if self.model is None:
+            raise unavailable(f"Version {self.version} is being unloaded; retry the request.")
+        return self.model
 
     def status_json(self) -> dict:
         code = "OK" if not self.error else "UNKNOWN"
@@ -121,7 +131,7 @@ class Repository:
             if state.state != AVAILABLE or state.model is None:  # unloaded meanwhile
                 raise unavailable(f"Model {model_name} version {state.version} is being "
                                   "unloaded; retry the request.")
-            sig = state.model.signature(signature)  # type: ignore[attr-defined]
+            sig = state.model.signature(signature)
             version = state.version
 
             def counted(rows: int) -> None:

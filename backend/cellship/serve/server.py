@@ -33,7 +33,7 @@ from typing import Any, Awaitable, Callable, Mapping
 from aiohttp import web
 
 from cellship.serve.batching import BatchingConfig
-from cellship.serve.codec import dumps, error_body
+from cellship.serve.codec.responses import dumps, error_body
 from cellship.serve.errors import RequestError, bad_request, not_found
 
 _MODEL_PATH = re.compile(r"^(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]*)|/labels/(?P<label>[^/:]*))?"
@@ -171,7 +171,7 @@ class ModelServer:
             return _json({"model_spec": {"name": name, "signature_name": "",
                                          "version": str(state.version)},
                           "metadata": {"signature_def": {
-                              "signature_def": state.model.signature_defs_json}}})  # type: ignore[union-attr]
+                              "signature_def": state.loaded().signature_defs_json}}})
         if version is not None:
             state_or_none = model.versions.get(version)
             if state_or_none is None:
@@ -192,7 +192,7 @@ class ModelServer:
         try:
             state = self.repository.model(name).resolve(version)
             body = await self._body(request)
-            prepared = prepare(state.model, verb, body)  # type: ignore[arg-type]
+            prepared = prepare(state.loaded(), verb, body)
             if prepared.rows is not None:
                 batcher = self.repository.batcher(state, name, prepared.signature.info.key)
                 outputs = await batcher.submit(prepared.tensors, prepared.rows)

@@ -16,20 +16,16 @@ from typing import Any, Mapping
 import numpy as np
 
 from cellship.errors import ExportError
-from cellship.serve.codec import (
-    DEFAULT_SIGNATURE,
+from cellship.serve.codec.requests import (
     ExamplesRequest,
     PredictRequest,
-    SignatureInfo,
-    TensorSpecInfo,
     decode_examples,
     decode_predict,
-    encode_classify,
-    encode_predict,
-    encode_regress,
     parse_json,
     signature_name,
 )
+from cellship.serve.codec.responses import encode_classify, encode_predict, encode_regress
+from cellship.serve.codec.signature import SignatureInfo, TensorSpecInfo
 from cellship.serve.errors import RequestError, bad_request
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -207,11 +203,6 @@ def answer(model: LoadedModel, verb: str, body: bytes | Mapping[str, Any]) -> An
 
     prepared = prepare(model, verb, body)
     return json.loads(prepared.respond(prepared.signature.run(prepared.tensors)))
-
-
-def default_signature(model: LoadedModel) -> SignatureInfo | None:
-    sig = model.signatures.get(DEFAULT_SIGNATURE)
-    return sig.info if sig else None
 
 
 __all__ = ["LoadedModel", "Signature", "Prepared", "load", "prepare", "answer",

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
@@ -12,12 +11,14 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Se
 if TYPE_CHECKING:
     import pandas
 
+from cellship.durations import parse_duration
 from cellship.errors import CellshipError, JobFailed, UsageError
+from cellship.plugins import default_backend
 from cellship.store import JobRecord, Store
 from cellship.train.backend import Backend
 from cellship.train.backends import get_backend
 from cellship.train.program import HistoryCell, Program, build_program, program_from_script
-from cellship.train.spec import JobSpec, parse_duration
+from cellship.train.spec import JobSpec
 from cellship.watch.logstream import LogLine, traceback_tail
 from cellship.watch.metrics import MetricsBuffer, ScalarPoint, decode_relay, is_relay
 
@@ -239,7 +240,7 @@ def make_spec(*, workers: int = 1, ps: int = 0, gpus: int = 0, name: str | None 
               max_restarts: int = 0, ship: Iterable[str] = ()) -> JobSpec:
     return JobSpec(
         workers=workers, ps=ps, gpus=gpus, name=name,
-        backend=backend or os.environ.get("CELLSHIP_BACKEND", "local"),
+        backend=default_backend(backend),
         env=dict(env or {}),
         timeout=parse_duration(timeout) if isinstance(timeout, str) else timeout,
         startup_timeout=(parse_duration(startup_timeout) if isinstance(startup_timeout, str)
@@ -290,7 +291,7 @@ def submit_program(spec: JobSpec, program: Program, *, detached: bool = False,
     return _last_job
 
 
-def submit(code: str, *, history: Sequence[HistoryCell] | Sequence[str] = (),
+def submit(code: str, *, history: Sequence[HistoryCell | str] = (),
            namespace: Mapping[str, Any] | None = None, detached: bool = False,
            source: str | None = None, store: Store | None = None, **options: Any) -> Job:
     """Run ``code`` as a job and return at once with its :class:`Job`.

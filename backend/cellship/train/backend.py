@@ -13,7 +13,6 @@ import os
 import secrets
 import shutil
 import time
-from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 from cellship.errors import BackendError, CellshipError
@@ -143,7 +142,3 @@ class Backend(abc.ABC):
     def cancel(self, job: JobRecord) -> JobRecord:
         """Stop the job and every process it started; return the final record."""
 
-
-def job_paths(job: JobRecord) -> dict[str, Path]:
-    root = Path(job.job_dir)
-    return {"program": root / PROGRAM_FILE, "logs": root / "logs", "spec": root / "spec.json"}

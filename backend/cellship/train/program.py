@@ -28,7 +28,6 @@ from typing import Any, Iterable, Mapping, Sequence
 from cellship.errors import ProgramError
 from cellship.train.scoping import bound_names, free_globals, read_before_bound
 
-CELL_MAGIC_MARK = "run_cell_magic("
 _BUILTINS = frozenset(dir(builtins)) | {"__file__", "__name__", "__doc__", "__builtins__",
                                         "__spec__", "__loader__", "__package__"}
 _CONSTANT_NODES = (ast.Constant, ast.Tuple, ast.List, ast.Set, ast.Dict, ast.UnaryOp,
@@ -119,20 +118,21 @@ def build_program(cell: str, history: Sequence[HistoryCell] = (),
         seen.add(name)
         if name in shipped:
             continue
-        stmt = last_definition.get(name)
-        if stmt is None:
+        definition = last_definition.get(name)
+        if definition is None:
             if name in _BUILTINS or has_star_import:
                 continue
             if namespace is not None and name in namespace and not name.startswith("_"):
                 unshippable[name] = None
             continue
-        if stmt.kind == "runtime" or (_self_referential(stmt)
-                                      and _render_statement(stmt, namespace) == stmt.source):
-            unshippable[name] = stmt
+        if definition.kind == "runtime" or (
+                _self_referential(definition)
+                and _render_statement(definition, namespace) == definition.source):
+            unshippable[name] = definition
             continue
-        if id(stmt) not in included:
-            included[id(stmt)] = stmt
-            queue.extend(sorted(stmt.uses - stmt.defines))
+        if id(definition) not in included:
+            included[id(definition)] = definition
+            queue.extend(sorted(definition.uses - definition.defines))
     # Star imports may provide any name: keep them all, they are cheap and order-safe.
     # __future__ imports changed how every later cell compiled: keep them too.
     for stmt in statements:
@@ -174,8 +174,10 @@ def _ipython_call(node: ast.AST) -> ast.Call | None:
 
 
 def _describe_ipython(call: ast.Call) -> str:
-    method = call.func.attr  # type: ignore[attr-defined]
-    args = [a.value for a in call.args if isinstance(a, ast.Constant)]
+    # _ipython_call only returns get_ipython().<method>(...) calls
+    method = call.func.attr if isinstance(call.func, ast.Attribute) else "<method>"
+    # IPython's transforms pass the command / magic name and line as string constants.
+    args = [a.value for a in call.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
     if method == "system" and args:
         return f"!{args[0]}"
     if method == "run_line_magic" and args:

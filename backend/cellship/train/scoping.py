@@ -130,8 +130,11 @@ class _ReadBeforeBound(ast.NodeVisitor):
     def visit_ListComp(self, node: ast.ListComp) -> None:
         self._comprehension(node, node.elt)
 
-    visit_SetComp = visit_ListComp
-    visit_GeneratorExp = visit_ListComp
+    def visit_SetComp(self, node: ast.SetComp) -> None:
+        self._comprehension(node, node.elt)
+
+    def visit_GeneratorExp(self, node: ast.GeneratorExp) -> None:
+        self._comprehension(node, node.elt)
 
     def visit_DictComp(self, node: ast.DictComp) -> None:
         self._comprehension(node, node.key, node.value)

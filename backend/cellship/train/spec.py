@@ -11,11 +11,8 @@ from typing import Any, Mapping
 
 from cellship.errors import UsageError
 
-BACKENDS_HINT = "local (the embedded default)"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h)?\s*$")
-_DURATION_UNITS = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}
 
 # Variables a user may not override with --env: the backend owns them.
 RESERVED_ENV = frozenset({"TF_CONFIG", "CELLSHIP_JOB_ID", "CELLSHIP_JOB_DIR",
@@ -107,14 +104,6 @@ class JobSpec:
         kwargs["ship"] = tuple(kwargs.get("ship", ()))
         kwargs["env"] = dict(kwargs.get("env", {}))
         return cls(**kwargs)
-
-
-def parse_duration(text: str) -> float:
-    """``90`` / ``90s`` / ``10m`` / ``1.5h`` -> seconds."""
-    match = _DURATION_RE.match(str(text))
-    if not match:
-        raise UsageError(f"{text!r} is not a duration; use seconds or a unit, e.g. 90, 90s, 10m, 1h.")
-    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
 
 
 def parse_env(pairs: list[str] | None) -> dict[str, str]:

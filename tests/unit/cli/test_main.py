@@ -200,3 +200,66 @@ def test_no_command_exits_2(capsys):
     with pytest.raises(SystemExit) as info:
         main([])
     assert info.value.code == 2
+
+
+def test_help_lists_only_real_commands(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "==SUPPRESS==" not in out
+    for hidden in ("batch-show", "batch-retry", "batch-cancel"):  # spelled `batch show` ...
+        assert hidden not in out
+    assert "batch show|retry|cancel NAME" in out
+    for command in ("train", "jobs", "logs", "status", "cancel", "batch", "batches", "serve"):
+        assert f"\n    {command} " in out or f"\n    {command}\n" in out
+
+
+def test_batch_show_still_parses_after_hiding(capsys):
+    assert main(["batch", "show", "nope"]) == 1
+    assert "nope" in capsys.readouterr().err
+
+
+class _FollowedJob:
+    """A submitted job as cmd_train sees it; ``outcome`` says how following it ends."""
+
+    name, id = "sleepy", "abcd1234"
+
+    def __init__(self, outcome: str) -> None:
+        self.outcome = outcome
+        self.events: list[str] = []
+
+    def follow(self, emit):
+        emit("[worker 0] tick")
+        if self.outcome == "interrupt":
+            raise KeyboardInterrupt
+        return type("R", (), {"status": self.outcome})()
+
+    def cancel(self):
+        self.events.append("cancel")
+        return type("R", (), {"status": "cancelled"})()
+
+    def summary(self) -> str:
+        return f"job sleepy (abcd1234) {'cancelled' if self.events else self.outcome}"
+
+    def failure_report(self, traceback: bool = True) -> str:
+        return "Job sleepy (abcd1234) failed: worker 0 exited with code 1"
+
+
+@pytest.mark.parametrize(("outcome", "code"), [("interrupt", 130), ("failed", 1), ("succeeded", 0)])
+def test_train_follows_and_ctrl_c_cancels(script, capsys, monkeypatch, outcome, code):
+    job = _FollowedJob(outcome)
+    monkeypatch.setattr(api, "submit_script", lambda *args, **kwargs: job)
+    assert main(["train", str(script)]) == code
+    captured = capsys.readouterr()
+    assert captured.out == "[worker 0] tick\n"
+    err = captured.err
+    assert err.startswith("cellship: job sleepy (abcd1234) submitted\n")
+    if outcome == "interrupt":
+        assert job.events == ["cancel"]
+        assert err.index("interrupted; cancelling job sleepy (abcd1234)...") < err.index(
+            "job sleepy (abcd1234) cancelled")
+    else:
+        assert job.events == []
+        assert f"job sleepy (abcd1234) {outcome}" in err
+        assert ("worker 0 exited with code 1" in err) is (outcome == "failed")

@@ -4,6 +4,7 @@ manifests, the create and update paths, the KServe branch, waiting and diagnosis
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -26,7 +27,8 @@ from cellship.deployment.source import classify, info_from_config
 from cellship.deployment.spec import DeploySpec, VolumeMount, parse_pull_policy
 from cellship.errors import UsageError
 from cellship.kube.errors import KubernetesForbidden
-from tests.unit.kube_fake import FakeKube
+from cellship.kube.meta import owner_reference
+from tests.unit.kube_fake import FakeKube, serve
 
 NS = "ml"
 IMAGE = "registry.example.com/team/digits:v1"
@@ -34,24 +36,26 @@ KSERVE = "inferenceservices.serving.kserve.io"
 
 
 class RollingKube(FakeKube):
-    """A fake whose Deployments become available after ``after`` reads (the controller)."""
+    """A fake whose Deployments become available at the ``after``-th watch of them (the
+    controller finishing the rollout while cellship follows it)."""
 
     def __init__(self, after: int = 2, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.after = after
-        self.reads = 0
+        self.looks = 0
 
-    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
-        obj = super().get(kind, namespace, name)
+    def watch(self, kind: str, namespace: str | None, *, name: str | None = None,
+              label_selector: str = "", timeout: float = 60.0):
         if kind == "Deployment":
-            self.reads += 1
-            if self.reads >= self.after:
-                want = obj["spec"]["replicas"]
-                self.set_status(kind, namespace, name, {
-                    "observedGeneration": 1, "replicas": want, "updatedReplicas": want,
-                    "readyReplicas": want, "availableReplicas": want})
-                obj = super().get(kind, namespace, name)
-        return obj
+            self.looks += 1
+            for (k, ns, n), obj in list(self.objects.items()):
+                if k == kind and self.looks >= self.after:
+                    want = obj["spec"]["replicas"]
+                    self.set_status(kind, ns, n, {
+                        "observedGeneration": 1, "replicas": want, "updatedReplicas": want,
+                        "readyReplicas": want, "availableReplicas": want})
+        return super().watch(kind, namespace, name=name, label_selector=label_selector,
+                             timeout=timeout)
 
 
 @pytest.fixture
@@ -78,7 +82,7 @@ def pod(name: str, deployment: str = "digits", status: dict | None = None,
                   "labels": {mf.LABEL_DEPLOYMENT: deployment,
                              "app.kubernetes.io/managed-by": "cellship"}}
     if owner is not None:
-        meta["ownerReferences"] = [mf.owner_reference(owner)]
+        meta["ownerReferences"] = [owner_reference(owner)]
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta,
             "spec": {"containers": [{"name": "server", "image": image,
                                      "readinessProbe": {"httpGet": {"path": "/v1/models/digits/metadata"}}}]},
@@ -163,7 +167,7 @@ def test_inference_service_manifest() -> None:
 
 
 def test_for_update_keeps_resource_version_and_cluster_ip() -> None:
-    owner = {"metadata": {"name": "digits", "uid": "u"}}
+    owner = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "digits", "uid": "u"}}
     desired = mf.service(spec(), owner)
     current = {"metadata": {"resourceVersion": "7"},
                "spec": {"clusterIP": "10.0.0.5", "clusterIPs": ["10.0.0.5"]}}
@@ -412,31 +416,20 @@ def test_replica_failure_condition_fails(kube) -> None:
     assert "exceeded quota" in str(err.value)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-
 def test_a_server_answering_404_fails_after_a_while() -> None:
     kube = FakeKube()
     kube.create(mf.deployment(spec()))
     add_pod(kube, pod("digits-a", status={"phase": "Running", "containerStatuses": [
         {"name": "server", "restartCount": 0, "ready": False, "state": {"running": {}}}]}))
-    kube.events_by_pod["digits-a"] = [{
+    kube.set_events("Pod", "digits-a", [{
         "type": "Warning", "reason": "Unhealthy",
-        "message": "Readiness probe failed: HTTP probe failed with statuscode: 404"}]
-    clock = Clock()
+        "message": "Readiness probe failed: HTTP probe failed with statuscode: 404"}])
     lines: list[str] = []
+    started = time.monotonic()
     with pytest.raises(DeployFailed) as err:
         wait_ready(kube, Target("Deployment", NS, "digits", 1, mf.selector("digits")), 600,
-                   poll=5, stuck_after=60, progress=lines.append, sleep=clock.sleep, clock=clock)
-    assert 60 <= clock.now <= 70
+                   poll=0.01, stuck_after=0.3, progress=lines.append)
+    assert 0.3 <= time.monotonic() - started < 5
     assert "--model-name" in str(err.value) and "/v1/models/digits/metadata" in str(err.value)
     assert len(lines) == 1  # progress only when something changes
 
@@ -534,7 +527,7 @@ def test_deployments_lists_ready_desired_image(kube) -> None:
 # -- CLI -------------------------------------------------------------------------------------
 @pytest.fixture
 def cli_kube(monkeypatch, kube) -> RollingKube:
-    monkeypatch.setattr(deploy_api, "_default_client", lambda context: kube)
+    serve(monkeypatch, kube)
     kube.after = 1  # ready at the first look: the CLI polls once a second
     return kube
 
@@ -573,41 +566,10 @@ def test_cli_json_result(cli_kube, capsys) -> None:
     assert data["waited"] is False
 
 
-# -- DeployKube: the extra calls go through the typed-error gate ------------------------------
-KUBECONFIG = """apiVersion: v1
-kind: Config
-clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
-users: [{name: u, user: {token: t}}]
-contexts: [{name: x, context: {cluster: c, user: u, namespace: team}}]
-current-context: x
-"""
-
-
-def test_deploy_kube_routes_and_types_errors(tmp_path, monkeypatch) -> None:
-    from kubernetes.client.exceptions import ApiException
-
-    from cellship.kube.deploy_client import DeployKube
-
-    path = tmp_path / "config"
-    path.write_text(KUBECONFIG)
-    client = DeployKube(kubeconfig=str(path))
-    assert client.default_namespace == "team"
-
-    def refuse(*args, **kwargs):
-        raise ApiException(status=403, reason="Forbidden")
-
-    def missing(*args, **kwargs):
-        raise ApiException(status=404, reason="Not Found")
-
-    monkeypatch.setattr(client.apps, "read_namespaced_deployment", refuse)
-    with pytest.raises(KubernetesForbidden) as err:
-        client.get("Deployment", "team", "digits")
-    assert "may not get deployments.apps in namespace team" in str(err.value)
-    monkeypatch.setattr(client.custom, "list_namespaced_custom_object", missing)
-    assert client.has_crd(mf.KSERVE_GROUP, mf.KSERVE_VERSION, mf.KSERVE_PLURAL, "team") is False
-    monkeypatch.setattr(client.custom, "list_namespaced_custom_object",
-                        lambda *a, **k: {"items": [{"metadata": {"name": "m"}}]})
-    assert client.has_crd(mf.KSERVE_GROUP, mf.KSERVE_VERSION, mf.KSERVE_PLURAL, "team") is True
-    assert client.list("InferenceService", "team", "a=b") == [{"metadata": {"name": "m"}}]
-    with pytest.raises(ValueError):
-        client.replace({"kind": "ConfigMap", "metadata": {"name": "x", "namespace": "team"}})
+# -- KServe where RBAC refuses to say ----------------------------------------------------------
+def test_a_403_on_kserve_means_a_plain_deployment(kube) -> None:
+    kube.crds = {KSERVE}
+    kube.fail_on[("has_crd", "InferenceService")] = KubernetesForbidden(
+        "Kubernetes refused: you may not list inferenceservices.serving.kserve.io in namespace "
+        "ml (403 Forbidden).", "list", KSERVE, NS)
+    assert run(kube).kind == "Deployment"

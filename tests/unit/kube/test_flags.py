@@ -24,7 +24,7 @@ from cellship.train.kubernetes.manifests import JobIdentity
 from cellship.train.options import add_job_options, kubernetes_from_args, spec_from_args
 from cellship.train.program import build_program
 from cellship.train.spec import JobSpec
-from tests.unit.kube_fake import FakeKube
+from tests.unit.kube_fake import FakeKube, serve
 
 
 @pytest.fixture(autouse=True)
@@ -36,9 +36,7 @@ def no_k8s_env(monkeypatch):
 @pytest.fixture
 def kube(monkeypatch) -> FakeKube:
     """Every KubernetesBackend made by name (get_backend) talks to this fake."""
-    fake = FakeKube(tfjob_crd=True)
-    monkeypatch.setattr(kb, "_default_client", lambda options: fake)
-    return fake
+    return serve(monkeypatch, FakeKube(tfjob_crd=True))
 
 
 @pytest.fixture
@@ -451,46 +449,3 @@ def test_cellship_jobs_usage_errors(argv, words, capsys) -> None:
 def test_cellship_jobs_local_filter(capsys) -> None:
     assert main(["jobs", "--backend", "local"]) == 0
     assert "no jobs yet" in capsys.readouterr().out
-
-
-# -- the real client's listing across namespaces ---------------------------------------------
-class _Items:
-    def __init__(self, items):
-        self.items = items
-
-
-def test_kube_client_lists_every_namespace_with_the_for_all_namespaces_calls() -> None:
-    from cellship.kube.client import KubeClient
-
-    calls = []
-
-    class Core:
-        def __getattr__(self, name):
-            def call(*args, **kwargs):
-                calls.append((name, args, kwargs))
-                return _Items([{"metadata": {"name": "x"}}])
-            return call
-
-    class Custom:
-        def list_cluster_custom_object(self, *args, **kwargs):
-            calls.append(("list_cluster_custom_object", args, kwargs))
-            return {"items": [{"kind": "TFJob", "metadata": {"name": "t"}}]}
-
-        def list_namespaced_custom_object(self, *args, **kwargs):
-            calls.append(("list_namespaced_custom_object", args, kwargs))
-            return {"items": []}
-
-    client = KubeClient.__new__(KubeClient)
-    client.core, client.custom = Core(), Custom()
-    client.api_client = SimpleNamespace(sanitize_for_serialization=lambda obj: obj)
-    sel = "app.kubernetes.io/managed-by=cellship"
-    assert client.list("ConfigMap", None, sel) == [{"metadata": {"name": "x"}}]
-    client.list("Pod", None, sel)
-    client.list("Pod", "ml", sel)
-    assert client.list("TFJob", None, sel)[0]["kind"] == "TFJob"
-    client.list("TFJob", "ml", sel)
-    assert [c[0] for c in calls] == ["list_config_map_for_all_namespaces",
-                                     "list_pod_for_all_namespaces", "list_namespaced_pod",
-                                     "list_cluster_custom_object",
-                                     "list_namespaced_custom_object"]
-    assert calls[2][1] == ("ml",) and all(c[2]["label_selector"] == sel for c in calls)

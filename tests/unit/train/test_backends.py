@@ -11,7 +11,7 @@ import cloudpickle
 import pytest
 
 from cellship import errors
-from cellship.errors import BackendError, CellshipError, JobFailed, MissingDependency, UsageError
+from cellship.errors import BackendError, JobFailed, MissingDependency, UsageError
 from cellship.train.backend import Backend
 from cellship.train.backends import available, get_backend
 from cellship.train.local import backend as local_backend
@@ -151,9 +151,14 @@ def test_render_traceback_of_an_empty_message():
     assert len(lines) == 1 and "BackendError" in lines[0]
 
 
-def test_every_error_is_a_cellship_error():
-    for cls in (UsageError, errors.ProgramError, errors.JobNotFound, JobFailed, BackendError,
-                MissingDependency, errors.StoreError):
-        assert issubclass(cls, CellshipError)
+def test_a_notebook_shows_every_cellship_error_as_its_sentence():
+    """Each error class cellship raises renders in IPython as name + message, no traceback."""
+    classes = [c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, Exception)]
+    assert {UsageError, JobFailed, BackendError, MissingDependency, errors.StoreError} <= set(classes)
+    for cls in classes:
+        err = cls("job x failed", "abcd1234", "failed") if cls is JobFailed else cls("Do this.")
+        lines = err._render_traceback_()
+        assert len(lines) == 1 and cls.__name__ in lines[0], cls
+        assert lines[0].endswith(": " + str(err)), cls
     failed = JobFailed("job x failed", "abcd1234", "failed")
     assert (str(failed), failed.job_id, failed.status) == ("job x failed", "abcd1234", "failed")

@@ -7,9 +7,10 @@ import json
 
 import pytest
 
+from cellship.durations import parse_duration
 from cellship.errors import UsageError
 from cellship.train.options import JOB_OPTIONS, add_job_options, option_names, spec_from_args
-from cellship.train.spec import JobSpec, Replica, parse_duration, parse_env, parse_ship
+from cellship.train.spec import JobSpec, Replica, parse_env, parse_ship
 from cellship.train.tfconfig import cluster_def, tf_config, tf_configs
 
 # -- JobSpec validation ----------------------------------------------------------------------

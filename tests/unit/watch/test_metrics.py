@@ -140,10 +140,8 @@ def test_last_values_take_the_highest_step_then_the_latest_write():
 def test_buffer_keeps_100k_points_per_tag_compactly():
     buffer = MetricsBuffer()
     points = [point(i, 1.0 / (i + 1)) for i in range(100_000)]
-    start = time.perf_counter()
     for chunk in range(0, len(points), 1000):                   # arriving poll by poll
         buffer.add(points[chunk:chunk + 1000])
-    elapsed = time.perf_counter() - start
     for tag in ("t1", "t2"):
         buffer.extend("train", tag, np.arange(100_000), np.ones(100_000))
     assert len(buffer) == 300_000
@@ -152,7 +150,6 @@ def test_buffer_keeps_100k_points_per_tag_compactly():
     held = sum(s.steps.nbytes + s.wall_times.nbytes + s.values.nbytes
                for s in buffer._series.values())
     assert held < 300_000 * 24 * 2.2  # 24 bytes a point, at most doubled by growth
-    assert elapsed < 1.0
 
 
 def test_bulk_extend():
@@ -221,11 +218,12 @@ def test_constant_series_keeps_few_points():
     assert out_steps[0] == 0 and out_steps[-1] == 9999 and len(out_steps) <= 100
 
 
-def test_downsample_is_fast_for_100k_points():
+def test_downsample_of_100k_noisy_points_keeps_ends_and_extremes():
+    """What the chart draws of a long noisy curve (its speed is benchmarks/plot_update.py's)."""
     steps = np.arange(100_000)
     values = np.random.default_rng(1).normal(size=100_000)
-    downsample(steps, values, 2000)
-    start = time.perf_counter()
-    for _ in range(10):
-        downsample(steps, values, 2000)
-    assert (time.perf_counter() - start) / 10 < 0.01
+    out_steps, out_values = downsample(steps, values, 2000)
+    assert len(out_steps) <= 2000 and np.all(np.diff(out_steps) > 0)
+    assert out_steps[0] == 0 and out_steps[-1] == 99_999
+    assert out_values.min() == values.min() and out_values.max() == values.max()
+    assert np.array_equal(out_values, values[out_steps])  # real points, never averaged

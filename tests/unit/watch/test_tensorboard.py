@@ -13,8 +13,10 @@ from types import SimpleNamespace
 import pytest
 
 from cellship.cli.main import build_parser, main
-from cellship.errors import CellshipError, MissingDependency, UsageError
+from cellship.errors import MissingDependency, UsageError
 from cellship.watch import tensorboard as tb
+from cellship.watch.tensorboard import launch
+from cellship.watch.tensorboard.server import normalize_logdirs
 
 
 def _server(port: int = 6123, host: str = "127.0.0.1") -> tb.TensorBoardServer:
@@ -64,28 +66,28 @@ def test_unusable_run_name_is_a_usage_error(raw):
 
 def test_logdirs_are_normalised_sorted_and_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    pairs = tb._normalize_logdirs({"z:1": "later/tb", "a,b": tmp_path, "home": "~/tb"})
+    pairs = normalize_logdirs({"z:1": "later/tb", "a,b": tmp_path, "home": "~/tb"})
     assert pairs == (("a_b", str(tmp_path)), ("home", str(Path("~/tb").expanduser())),
                      ("z_1", str(tmp_path / "later" / "tb")))
 
 
 def test_names_that_clash_after_normalising_are_rejected(tmp_path):
     with pytest.raises(UsageError, match="both be shown as run 'a_b'"):
-        tb._normalize_logdirs({"a:b": tmp_path / "1", "a,b": tmp_path / "2"})
+        normalize_logdirs({"a:b": tmp_path / "1", "a,b": tmp_path / "2"})
 
 
 def test_logdir_that_is_a_file_is_rejected(tmp_path):
     path = tmp_path / "events.txt"
     path.write_text("")
     with pytest.raises(UsageError, match="is a file, not a directory"):
-        tb._normalize_logdirs({"a": path})
+        normalize_logdirs({"a": path})
 
 
 def test_remote_logdir_and_no_logdir_are_rejected():
     with pytest.raises(UsageError, match="not a local directory"):
-        tb._normalize_logdirs({"a": "gs://bucket/tb"})
+        normalize_logdirs({"a": "gs://bucket/tb"})
     with pytest.raises(UsageError, match="at least one logdir"):
-        tb._normalize_logdirs({})
+        normalize_logdirs({})
 
 
 def test_job_logdirs_disambiguates_shared_names_with_the_id_and_dedupes():
@@ -105,19 +107,19 @@ def test_command_prefers_the_console_script_next_to_sys_executable(monkeypatch):
         seen["path"] = path
         return f"{path}/tensorboard"
 
-    monkeypatch.setattr(tb.shutil, "which", which)
+    monkeypatch.setattr(launch.shutil, "which", which)
     assert tb.tensorboard_command() == [f"{Path(sys.executable).parent}/tensorboard"]
     assert seen["path"] == str(Path(sys.executable).parent)
 
 
 def test_command_falls_back_to_python_m(monkeypatch):
-    monkeypatch.setattr(tb.shutil, "which", lambda name, path=None: None)
+    monkeypatch.setattr(launch.shutil, "which", lambda name, path=None: None)
     assert tb.tensorboard_command() == [sys.executable, "-m", "tensorboard.main"]
 
 
 def test_missing_tensorboard_names_the_pip_install(monkeypatch, tmp_path, cellship_home):
-    monkeypatch.setattr(tb.shutil, "which", lambda name, path=None: None)
-    monkeypatch.setattr(tb.importlib.util, "find_spec",
+    monkeypatch.setattr(launch.shutil, "which", lambda name, path=None: None)
+    monkeypatch.setattr(launch.importlib.util, "find_spec",
                         lambda name, *a: None if name == "tensorboard" else object())
     with pytest.raises(MissingDependency) as info:
         tb.tensorboard_command()
@@ -217,5 +219,20 @@ def test_cli_unknown_job_is_a_sentence(capsys):
     assert "Traceback" not in err
 
 
-def test_errors_are_cellship_errors():
-    assert issubclass(MissingDependency, CellshipError)
+def test_cli_without_tensorboard_says_how_to_install_it(capsys, monkeypatch, cellship_home):
+    """A missing TensorBoard is a sentence with the fix (exit 1), never a traceback."""
+    from cellship.store import JobRecord, Store
+
+    job_dir = cellship_home / "jobs" / "tb0123ab"
+    Store.default().create_job(JobRecord(
+        id="tb0123ab", name="digits", status="succeeded", backend="local", spec={},
+        job_dir=str(job_dir), output_dir=str(job_dir / "output"),
+        logdir=str(job_dir / "tensorboard"), created=time.time()))
+    monkeypatch.setattr(launch.shutil, "which", lambda name, path=None: None)
+    monkeypatch.setattr(launch.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "tensorboard" else object())
+    assert main(["tensorboard", "digits"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("cellship: error: TensorBoard is not installed")
+    assert "pip install tensorboard" in err and "Traceback" not in err
+    assert not (cellship_home / "tensorboard").exists()  # nothing was started

@@ -3,7 +3,8 @@
 Each run is one batch/v1 Job (manifests in :mod:`cellship.runs.kubernetes.manifests`) whose pod runs
 papermill in the image on the notebook parameterised here, with papermill's own functions.
 No volume is shared with the cluster: the pod prints the executed notebook into its log
-(:mod:`.podrun`), and a watcher thread per run reads the log once the pod has ended, writes
+(:mod:`.podrun`), and a watcher thread per run (woken by a watch on the run's pod, and
+at least every second) reads the log once the pod has ended, writes
 the notebook to the run's ``output_path``, takes the recorded values from it exactly as a
 local run does (:func:`cellship.runs.scraps.scraps_of`) and puts the outcome in the store. Then
 it deletes the Job (foreground: pod and ConfigMap go with it), so a finished batch leaves
@@ -26,7 +27,8 @@ from typing import Any, Callable, Mapping
 
 from cellship.errors import BackendError, CellshipError
 from cellship.inside import podrun
-from cellship.kube.client import wait_gone
+from cellship.kube import client as kube_client
+from cellship.kube.api import KubeAPI
 from cellship.kube.diagnose import diagnose
 from cellship.kube.errors import (
     KubernetesError,
@@ -35,24 +37,19 @@ from cellship.kube.errors import (
     KubernetesUnauthorized,
 )
 from cellship.kube.options import KubernetesOptions
+from cellship.kube.waiting import observe, wait_gone
 from cellship.runs.executor_base import RunExecutor
 from cellship.runs.kubernetes import manifests as kb
 from cellship.store import BatchRecord, RunRecord, Store
 
-POLL_SECONDS = 1.0
+POLL_SECONDS = 1.0  # the longest time between two looks at a run (its pod's changes wake it)
 DELETE_WAIT_SECONDS = 60.0
 API_GRACE_SECONDS = 60.0  # API errors tolerated in a row before a run is given up
 DEADLINE_GRACE_SECONDS = 45.0  # a timed-out pod's SIGTERM grace (30 s) plus slack
 LOG_TAIL_LINES = 5
 
-ClientFactory = Callable[[KubernetesOptions], Any]
+ClientFactory = Callable[[str | None], KubeAPI]  # kubeconfig context -> client
 Clock = Callable[[], float]
-
-
-def _default_client(options: KubernetesOptions) -> Any:
-    from cellship.kube.jobs_client import BatchKubeClient
-
-    return BatchKubeClient(context=options.context)
 
 
 @dataclass(frozen=True)
@@ -99,10 +96,9 @@ def _terminated(pod: Mapping[str, Any]) -> dict[str, Any] | None:
 
 class RunWatch:
     """One run's Job, from its creation to the run's outcome in the store and the Job's
-    deletion. :meth:`step` looks once (unit tests call it directly); :meth:`loop` is the
-    watcher thread."""
+    deletion. :meth:`step` looks once; :meth:`loop` is the watcher thread."""
 
-    def __init__(self, store: Store, client: Any, settings: kb.BatchSettings,
+    def __init__(self, store: Store, client: KubeAPI, settings: kb.BatchSettings,
                  identity: kb.RunIdentity, run: RunRecord, notebook: str,
                  clock: Clock = time.monotonic) -> None:
         self.store, self.client, self.settings = store, client, settings
@@ -117,14 +113,25 @@ class RunWatch:
 
     # -- the thread ------------------------------------------------------------------------
     def loop(self) -> None:
+        """Look whenever the run's pod changes (a watch) and at least every POLL_SECONDS
+        (the startup timeout and the API's grace are clock-driven), until an outcome."""
         try:
             while not self.stop.is_set():
-                outcome = self.step()
-                if outcome is not None:
-                    self.finish(outcome)
-                    return
-                self.stop.wait(POLL_SECONDS)
-        except Exception as err:
+                try:
+                    for pods in observe(self.client, "Pod", self.identity.namespace,
+                                        label_selector=kb.pod_selector(self.identity),
+                                        every=POLL_SECONDS, stop=self.stop):
+                        outcome = self.step(list(pods.values()))
+                        if outcome is not None:
+                            self.finish(outcome)
+                            return
+                except KubernetesError as err:  # the watch failed: judged like any API error
+                    outcome = self._api_failed(err)
+                    if outcome is not None:
+                        self.finish(outcome)
+                        return
+                    self.stop.wait(POLL_SECONDS)
+        except Exception as err:  # the thread's last word: the run fails, with the traceback
             self.note(traceback.format_exc())
             self.finish(Outcome("failed", f"cellship lost track of the run: "
                                           f"{type(err).__name__}: {err}"))
@@ -135,26 +142,34 @@ class RunWatch:
             handle.write(text if text.endswith("\n") else text + "\n")
 
     # -- one look --------------------------------------------------------------------------
-    def step(self) -> Outcome | None:
+    def step(self, pods: list[dict[str, Any]] | None = None) -> Outcome | None:
+        """One look: at ``pods`` (the run's pods as a watch saw them), else listed now."""
         ns, name = self.identity.namespace, self.identity.name
         try:
-            pod = _newest(self.client.list("Pod", ns, kb.pod_selector(self.identity)))
+            if pods is None:
+                pods = self.client.list("Pod", ns, kb.pod_selector(self.identity))
+            pod = _newest(pods)
             if pod is not None and pod.get("status", {}).get("phase") in ("Succeeded", "Failed"):
                 return self._ended(pod)
             job = self.client.get("Job", ns, name)
             outcome = self._judge(job, pod)
-        except KubernetesNotFound:
-            return Outcome("failed", f"{kb.describe(self.identity)} was deleted outside "
-                                     "cellship before the run ended.")
-        except (KubernetesForbidden, KubernetesUnauthorized) as err:
-            return Outcome("failed", str(err))
         except KubernetesError as err:
-            if self.clock() - self.last_ok > API_GRACE_SECONDS:
-                return Outcome("failed", f"the Kubernetes API failed for over "
-                                         f"{API_GRACE_SECONDS:g}s while following the run: {err}")
-            return None
+            return self._api_failed(err)
         self.last_ok = self.clock()
         return outcome
+
+    def _api_failed(self, err: KubernetesError) -> Outcome | None:
+        """What an API failure means for the run: over when the Job is gone or we may not
+        look; else nothing yet, unless the API has failed for API_GRACE_SECONDS."""
+        if isinstance(err, KubernetesNotFound):
+            return Outcome("failed", f"{kb.describe(self.identity)} was deleted outside "
+                                     "cellship before the run ended.")
+        if isinstance(err, (KubernetesForbidden, KubernetesUnauthorized)):
+            return Outcome("failed", str(err))
+        if self.clock() - self.last_ok > API_GRACE_SECONDS:
+            return Outcome("failed", f"the Kubernetes API failed for over "
+                                     f"{API_GRACE_SECONDS:g}s while following the run: {err}")
+        return None
 
     def _judge(self, job: Mapping[str, Any], pod: Mapping[str, Any] | None) -> Outcome | None:
         failed = _condition(job, "Failed")
@@ -229,16 +244,13 @@ class RunWatch:
 
     def _pod_events(self, pod: Mapping[str, Any]) -> list[dict[str, Any]]:
         try:
-            return self.client.events(self.identity.namespace, pod["metadata"]["name"])
+            return self.client.events("Pod", self.identity.namespace, pod["metadata"]["name"])
         except KubernetesError:  # may not list events: diagnose from the status alone
             return []
 
     def _events(self, kind: str, name: str) -> str:
-        lister = getattr(self.client, "object_events", None)
-        if lister is None:
-            return ""
         try:
-            events = lister(kind, self.identity.namespace, name)
+            events = self.client.events(kind, self.identity.namespace, name)
         except KubernetesError:
             return ""
         texts = [e.get("message", "").strip() for e in events if e.get("type") == "Warning"]
@@ -300,7 +312,8 @@ class RunWatch:
         out = Path(self.run.output_path)
         try:
             nb = nbformat.reads(data.decode("utf-8"), as_version=4)
-        except Exception as err:
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            # Not JSON or not UTF-8 (ValueErrors), or no notebook nbformat can convert.
             out.write_bytes(data)
             self.note(f"cellship: the output notebook does not read as a notebook: {err}")
             return {}
@@ -343,7 +356,7 @@ class RunWatch:
         return self.thread is not None and self.thread.is_alive()
 
 
-def delete_job(client: Any, namespace: str, name: str, batch_id: str,
+def delete_job(client: KubeAPI, namespace: str, name: str, batch_id: str,
                wait: float = DELETE_WAIT_SECONDS) -> None:
     """Delete a run's Job with foreground propagation and wait until it is gone: the Job
     stays until its pod and ConfigMap are, so gone means nothing is left.
@@ -382,8 +395,7 @@ class KubernetesRunExecutor(RunExecutor):
     def __init__(self, store: Store, client_factory: ClientFactory | None = None,
                  clock: Clock = time.monotonic) -> None:
         super().__init__(store)
-        self._client_factory = client_factory or _default_client
-        self._clients: dict[str | None, Any] = {}
+        self._connect = client_factory or kube_client.connect
         self._settings: dict[str, kb.BatchSettings] = {}
         self.clock = clock
         self.watches: dict[tuple[str, int], RunWatch] = {}
@@ -404,14 +416,11 @@ class KubernetesRunExecutor(RunExecutor):
             self._settings[batch.id] = kb.BatchSettings.from_dict(self.load_options(batch))
         return self._settings[batch.id]
 
-    def client(self, options: KubernetesOptions) -> Any:
-        if options.context not in self._clients:
-            self._clients[options.context] = self._client_factory(options)
-        return self._clients[options.context]
+    def client(self, options: KubernetesOptions) -> KubeAPI:
+        return self._connect(options.context)
 
     def namespace(self, settings: kb.BatchSettings) -> str:
-        client = self.client(settings.options)
-        return settings.options.namespace or getattr(client, "default_namespace", "default")
+        return self.client(settings.options).namespace(settings.options.namespace)
 
     # -- the interface ---------------------------------------------------------------------
     def start(self, run: RunRecord) -> None:

@@ -23,15 +23,11 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from cellship.errors import UsageError
+from cellship.kube import podspec
+from cellship.kube.meta import MANAGED_BY, owner_reference
 from cellship.kube.names import dns_label, label_value
 from cellship.kube.options import KubernetesOptions
-from cellship.train.kubernetes.manifests import (
-    CONTAINER,
-    MANAGED_BY,
-    claim_volumes,
-    owner_reference,
-    resource_requirements,
-)
+from cellship.kube.podspec import CONTAINER
 
 LABEL_BATCH_ID = "cellship.io/batch-id"
 LABEL_BATCH_NAME = "cellship.io/batch-name"
@@ -172,13 +168,8 @@ def config_map(run: RunIdentity, input_notebook: bytes, owner: Mapping[str, Any]
             "binaryData": {INPUT_KEY: base64.b64encode(input_notebook).decode()}}
 
 
-def _resources(settings: BatchSettings) -> dict[str, Any]:
-    options = settings.options
-    return resource_requirements(options.cpu, options.memory, options.cpu_limit,
-                                 options.memory_limit, settings.gpus)
-
-
-def _volumes(run: RunIdentity, options: KubernetesOptions) -> tuple[list, list]:
+def _volumes(run: RunIdentity, options: KubernetesOptions) -> tuple[list[dict[str, Any]],
+                                                                    list[dict[str, Any]]]:
     volumes: list[dict[str, Any]] = [
         {"name": "batch", "configMap": {"name": run.name, "defaultMode": 0o444,
                                         "items": [{"key": RUNNER_KEY, "path": RUNNER_KEY},
@@ -186,7 +177,7 @@ def _volumes(run: RunIdentity, options: KubernetesOptions) -> tuple[list, list]:
         {"name": "scratch", "emptyDir": {}}]
     mounts: list[dict[str, Any]] = [{"name": "batch", "mountPath": MOUNT_DIR, "readOnly": True},
                                     {"name": "scratch", "mountPath": SCRATCH}]
-    claims, claim_mounts = claim_volumes(options)
+    claims, claim_mounts = podspec.claim_volumes(options.volumes)
     return volumes + claims, mounts + claim_mounts
 
 
@@ -196,37 +187,16 @@ def job(run: RunIdentity, settings: BatchSettings, kernel: str) -> dict[str, Any
     volumes, mounts = _volumes(run, options)
     env = {"HOME": SCRATCH, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "1",
            "CELLSHIP_BATCH_ID": run.batch_id, "CELLSHIP_BATCH_RUN_INDEX": str(run.index)}
-    container: dict[str, Any] = {
-        "name": CONTAINER,  # the container name KubeClient.pod_log reads
-        "image": options.require_image(),
-        "command": [options.python, "-u", f"{MOUNT_DIR}/{RUNNER_KEY}", f"{MOUNT_DIR}/{INPUT_KEY}",
-                    POD_OUTPUT, kernel, POD_CWD],
-        "workingDir": SCRATCH,
-        "env": [{"name": k, "value": v} for k, v in env.items()],
-        "resources": _resources(settings),
-        "volumeMounts": mounts,
-        "securityContext": {"runAsNonRoot": True, "allowPrivilegeEscalation": False,
-                            "privileged": False, "capabilities": {"drop": ["ALL"]}},
-    }
-    if options.image_pull_policy:
-        container["imagePullPolicy"] = options.image_pull_policy
-    pod: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "containers": [container],
-        "volumes": volumes,
-        "securityContext": {"runAsNonRoot": True, "runAsUser": options.run_as_user,
-                            "runAsGroup": options.run_as_user, "fsGroup": options.run_as_user,
-                            "seccompProfile": {"type": "RuntimeDefault"}},
-        "enableServiceLinks": False,
-    }
-    if options.node_selector:
-        pod["nodeSelector"] = dict(options.node_selector)
-    if options.tolerations:
-        pod["tolerations"] = [dict(t) for t in options.tolerations]
-    if options.image_pull_secrets:
-        pod["imagePullSecrets"] = [{"name": s} for s in options.image_pull_secrets]
-    if options.service_account:
-        pod["serviceAccountName"] = options.service_account
+    container = podspec.container(
+        CONTAINER,  # the container the client's pod_log reads by default
+        options.require_image(),
+        command=[options.python, "-u", f"{MOUNT_DIR}/{RUNNER_KEY}", f"{MOUNT_DIR}/{INPUT_KEY}",
+                 POD_OUTPUT, kernel, POD_CWD],
+        working_dir=SCRATCH, env=env,
+        resources=podspec.option_resources(options, settings.gpus), mounts=mounts,
+        pull_policy=options.image_pull_policy)
+    pod = podspec.pod_spec([container], run_as_user=options.run_as_user, volumes=volumes,
+                           restart_policy="Never", scheduling=podspec.Scheduling.of(options))
     spec: dict[str, Any] = {"backoffLimit": 0, "completions": 1, "parallelism": 1,
                             "template": {"metadata": {"labels": labels(run)}, "spec": pod}}
     if settings.timeout:

@@ -4,8 +4,8 @@
 Service and one Pod per replica, each with an ownerReference to the ConfigMap's uid, so
 ``cancel`` is one delete and the garbage collector removes the rest. ``refresh`` reconciles
 the store with the pods' phases and puts a plain-words diagnosis (unschedulable, image
-pull, crash loop, OOM) into the job's error. Every API call goes through
-:class:`cellship.kube.client.KubeClient`; tests hand in a fake with the same methods.
+pull, crash loop, OOM) into the job's error. Every API call goes through the one client
+(:func:`cellship.kube.client.connect`); tests hand in a fake with the same interface.
 
 Options (namespace, image, ...) are :class:`~cellship.kube.options.KubernetesOptions`: given
 to the constructor and/or found in the job's spec dict under ``"kubernetes"``; the
@@ -27,10 +27,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 from cellship.errors import BackendError, CellshipError
-from cellship.kube.client import wait_gone
+from cellship.kube import client as kube_client
+from cellship.kube.api import KubeAPI
 from cellship.kube.diagnose import Diagnosis, diagnose
 from cellship.kube.errors import KubernetesError, KubernetesForbidden, KubernetesNotFound
+from cellship.kube.meta import MANAGED_SELECTOR
 from cellship.kube.options import KubernetesOptions
+from cellship.kube.waiting import wait_changed, wait_gone
 from cellship.store import JobRecord, Store
 from cellship.train.backend import PROGRAM_FILE, Backend
 from cellship.train.kubernetes import manifests
@@ -46,15 +49,7 @@ SPEC_KEY = "kubernetes"
 _PHASE_STATE = {"Pending": "pending", "Running": "running", "Succeeded": "succeeded",
                 "Failed": "failed", "Unknown": "pending"}
 
-
-
-ClientFactory = Callable[[KubernetesOptions], Any]
-
-
-def _default_client(options: KubernetesOptions) -> Any:
-    from cellship.kube.client import KubeClient
-
-    return KubeClient(context=options.context)
+ClientFactory = Callable[[str | None], KubeAPI]  # kubeconfig context -> client
 
 
 class KubernetesBackend(Backend):
@@ -64,14 +59,11 @@ class KubernetesBackend(Backend):
                  client_factory: ClientFactory | None = None) -> None:
         super().__init__(store)
         self.options = options or KubernetesOptions()
-        self._client_factory = client_factory or _default_client
-        self._clients: dict[str | None, Any] = {}
+        self._connect = client_factory or kube_client.connect
 
     # -- plumbing --------------------------------------------------------------------------
-    def _client(self, options: KubernetesOptions) -> Any:
-        if options.context not in self._clients:
-            self._clients[options.context] = self._client_factory(options)
-        return self._clients[options.context]
+    def _client(self, options: KubernetesOptions) -> KubeAPI:
+        return self._connect(options.context)
 
     def _options(self, spec: dict[str, Any]) -> KubernetesOptions:
         return self.options.merged(spec.get(SPEC_KEY))
@@ -98,7 +90,7 @@ class KubernetesBackend(Backend):
         options.require_image()
         spec = JobSpec.from_dict(job.spec)
         client = self._client(options)
-        namespace = options.namespace or getattr(client, "default_namespace", "default")
+        namespace = client.namespace(options.namespace)
         identity = JobIdentity(job.id, job.name, namespace)
         program = (Path(job.job_dir) / PROGRAM_FILE).read_text()
         shipped_path = Path(job.job_dir) / "shipped.pkl"
@@ -110,7 +102,7 @@ class KubernetesBackend(Backend):
         created: list[tuple[str, str]] = []
         try:
             if options.launcher == "tfjob":
-                if not client.has_tfjob_crd():
+                if not client.has_crd("TFJob"):
                     raise KubernetesNotFound(
                         "--launcher tfjob needs the Kubeflow TFJob CRD (kubeflow.org/v1), which "
                         "this cluster does not have: install the Kubeflow training operator, "
@@ -175,7 +167,7 @@ class KubernetesBackend(Backend):
                 problems.append(found)
         return self._judge(record, spec, identity, client, phases, problems, now)
 
-    def _judge(self, record: JobRecord, spec: JobSpec, identity: JobIdentity, client: Any,
+    def _judge(self, record: JobRecord, spec: JobSpec, identity: JobIdentity, client: KubeAPI,
                phases: dict[Replica, str], problems: list[Diagnosis], now: float) -> JobRecord:
         fatal = [p for p in problems if p.fatal]
         waited = now - record.created
@@ -206,7 +198,7 @@ class KubernetesBackend(Backend):
         return self.store.get_job(record.id)
 
     def _end(self, record: JobRecord, status: str, error: str | None, identity: JobIdentity,
-             client: Any) -> None:
+             client: KubeAPI) -> None:
         """End the job; stop pods still running (parameter servers never exit, a failed
         job's peers would wait forever) but keep finished ones for their logs."""
         if status == "succeeded" and record.status == "pending":
@@ -237,7 +229,7 @@ class KubernetesBackend(Backend):
             return self._read_all(client, identity.namespace, names, tf_noise)
         return self._follow(job, client, identity.namespace, names, tf_noise, on_idle)
 
-    def _read_all(self, client: Any, namespace: str, names: list[tuple[str, str]],
+    def _read_all(self, client: KubeAPI, namespace: str, names: list[tuple[str, str]],
                   tf_noise: bool) -> Iterator[LogLine]:
         for label, pod in names:
             try:
@@ -248,12 +240,13 @@ class KubernetesBackend(Backend):
             except KubernetesError:
                 continue  # not started yet, or already gone: nothing to show
 
-    def _follow(self, job: JobRecord, client: Any, namespace: str,
+    def _follow(self, job: JobRecord, client: KubeAPI, namespace: str,
                 names: list[tuple[str, str]], tf_noise: bool,
                 on_idle: Callable[[], None] | None) -> Iterator[LogLine]:
         """One thread per pod streams its log into a queue; a stream that breaks (API
-        error, container not started yet, container restarted) reconnects with backoff and
-        skips the lines it already delivered, by the kubelet's timestamps."""
+        error, container not started yet, container restarted) reconnects as soon as the
+        pod changes (a watch), at the latest after a backoff, and skips the lines it
+        already delivered, by the kubelet's timestamps."""
         lines: queue.Queue[LogLine | None] = queue.Queue()
         stop = threading.Event()
 
@@ -279,7 +272,10 @@ class KubernetesBackend(Backend):
                     pass
                 if done():
                     return
-                stop.wait(delay)
+                try:
+                    wait_changed(client, "Pod", namespace, name=pod, timeout=delay, stop=stop)
+                except KubernetesError:  # the API is down or refuses: just wait
+                    stop.wait(delay)
                 delay = min(delay * 2, LOG_RETRY_MAX_SECONDS)
 
         threads = [threading.Thread(target=pump, args=n, daemon=True) for n in names]
@@ -303,8 +299,7 @@ class KubernetesBackend(Backend):
         """The namespace a listing looks in: the one given, else the backend's option, else
         the kubeconfig context's."""
         options = self._context_options(context)
-        return namespace or options.namespace or getattr(self._client(options),
-                                                         "default_namespace", "default")
+        return self._client(options).namespace(namespace or options.namespace)
 
     def _context_options(self, context: str | None) -> KubernetesOptions:
         return self.options.merged({"context": context} if context else None)
@@ -320,7 +315,7 @@ class KubernetesBackend(Backend):
         options = self._context_options(context)
         client = self._client(options)
         scope = None if all_namespaces else self.search_namespace(namespace, context)
-        selector = ",".join(f"{k}={v}" for k, v in manifests.MANAGED_BY.items())
+        selector = MANAGED_SELECTOR
         found: dict[tuple[str, str], dict[str, Any]] = {}
         # List items of core kinds carry no "kind" field: tag them here.
         objects = ([("ConfigMap", o) for o in client.list("ConfigMap", scope, selector)]
@@ -343,9 +338,9 @@ class KubernetesBackend(Backend):
                 entry["created"] = meta.get("creationTimestamp") or entry["created"]
         for pod in client.list("Pod", scope, selector):
             labels = pod["metadata"].get("labels") or {}
-            entry = found.get((pod["metadata"]["namespace"], labels.get(manifests.LABEL_JOB_ID)))
-            if entry is not None:
-                entry["pods"][_replica_key(pod)] = pod.get("status", {}).get("phase", "Pending")
+            owner = found.get((pod["metadata"]["namespace"], labels.get(manifests.LABEL_JOB_ID, "")))
+            if owner is not None:
+                owner["pods"][_replica_key(pod)] = pod.get("status", {}).get("phase", "Pending")
         for entry in found.values():
             entry["pods"] = dict(sorted(entry["pods"].items()))
             entry["status"] = entry["status"] or _pods_status(entry["pods"].values())
@@ -425,23 +420,23 @@ def _tfjob_pods(pods: dict[tuple[Any, Any], Any]) -> dict[tuple[Any, Any], Any]:
     return out
 
 
-def _safe_events(client: Any, namespace: str, pod: dict[str, Any]) -> list[dict[str, Any]]:
+def _safe_events(client: KubeAPI, namespace: str, pod: dict[str, Any]) -> list[dict[str, Any]]:
     """Events explain a stuck pod; a user who may not list events still gets a diagnosis
     from the pod status alone."""
     if pod.get("status", {}).get("phase") in ("Running", "Succeeded") and not (
             pod.get("status", {}).get("containerStatuses") or [{}])[0].get("restartCount"):
         return []
     try:
-        return client.events(namespace, pod["metadata"]["name"])
+        return client.events("Pod", namespace, pod["metadata"]["name"])
     except KubernetesError:
         return []
 
 
-def _tfjobs(client: Any, namespace: str | None, selector: str) -> list[dict[str, Any]]:
+def _tfjobs(client: KubeAPI, namespace: str | None, selector: str) -> list[dict[str, Any]]:
     """TFJobs of cellship, where the CRD exists and the user may list them; the
     ConfigMap of a TFJob job is listed anyway, so missing these only loses detail."""
     try:
-        if not client.has_tfjob_crd():
+        if not client.has_crd("TFJob"):
             return []
         return client.list("TFJob", namespace, selector)
     except (KubernetesNotFound, KubernetesForbidden):

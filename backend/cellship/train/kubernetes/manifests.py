@@ -38,19 +38,19 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from cellship.errors import UsageError
+from cellship.kube import podspec
+from cellship.kube.meta import MANAGED_BY, owner_reference
 from cellship.kube.names import job_prefix, label_value, replica_name
 from cellship.kube.options import KubernetesOptions
+from cellship.kube.podspec import CONTAINER
 from cellship.train.spec import JobSpec, Replica
 from cellship.train.tfconfig import tf_configs
 
 TF_PORT = 2222
-GPU_RESOURCE = "nvidia.com/gpu"
-MANAGED_BY = {"app.kubernetes.io/managed-by": "cellship"}
 LABEL_JOB_ID = "cellship.io/job-id"
 LABEL_JOB_NAME = "cellship.io/job-name"
 LABEL_REPLICA_TYPE = "cellship.io/replica-type"
 LABEL_REPLICA_INDEX = "cellship.io/replica-index"
-CONTAINER = "tensorflow"  # the name TFJob requires; used for both launchers
 
 MOUNT_ROOT = "/cellship"
 PROGRAM_DIR = f"{MOUNT_ROOT}/program"
@@ -105,15 +105,6 @@ def labels(identity: JobIdentity, replica: Replica | None = None) -> dict[str, s
 def selector(identity: JobIdentity) -> str:
     """The label selector of every object of a job."""
     return f"{LABEL_JOB_ID}={label_value(identity.job_id)}"
-
-
-def owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
-    """An ownerReference to a created object (its dict as the API returned it, uid set)."""
-    meta = owner["metadata"]
-    if not meta.get("uid"):
-        raise ValueError("the owner has no uid yet: create it before its dependents")
-    return {"apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": meta["name"],
-            "uid": meta["uid"], "blockOwnerDeletion": True}
 
 
 def shim_files(package_dir: Path | None = None) -> dict[str, str]:
@@ -173,25 +164,8 @@ def restart_policy(spec: JobSpec) -> str:
     return "OnFailure" if spec.max_restarts > 0 else "Never"
 
 
-def resource_requirements(cpu: str | None, memory: str | None, cpu_limit: str | None,
-                          memory_limit: str | None, gpus: int = 0) -> dict[str, Any]:
-    """A container's ``resources`` (training pods, batch Jobs, deployments alike): only
-    what was asked for; GPUs as an extended resource, which takes limits only."""
-    requests = {k: v for k, v in (("cpu", cpu), ("memory", memory)) if v}
-    limits = {k: v for k, v in (("cpu", cpu_limit), ("memory", memory_limit)) if v}
-    if gpus:
-        limits[GPU_RESOURCE] = str(gpus)
-    return {k: v for k, v in (("requests", requests), ("limits", limits)) if v}
-
-
-def _resources(spec: JobSpec, options: KubernetesOptions, replica: Replica) -> dict[str, Any]:
-    # Parameter servers hold variables, not compute: no GPUs for them.
-    return resource_requirements(options.cpu, options.memory, options.cpu_limit,
-                                 options.memory_limit, 0 if replica.type == "ps" else spec.gpus)
-
-
 def _env(identity: JobIdentity, spec: JobSpec, options: KubernetesOptions, replica: Replica,
-         tf_config: str | None) -> list[dict[str, str]]:
+         tf_config: str | None) -> dict[str, str]:
     # The shim goes on PYTHONPATH in the pod bootstrap, in front of the image's own
     # PYTHONPATH (a container env entry would replace the image's: TensorFlow installed
     # on a PYTHONPATH would vanish).
@@ -206,13 +180,15 @@ def _env(identity: JobIdentity, spec: JobSpec, options: KubernetesOptions, repli
            "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "1"}
     if tf_config is not None:
         env["TF_CONFIG"] = tf_config
-    env |= dict(spec.env)  # spec validation already refused the reserved names
-    return [{"name": k, "value": v} for k, v in env.items()]
+    return env | dict(spec.env)  # spec validation already refused the reserved names
 
 
-def _volumes(identity: JobIdentity, options: KubernetesOptions) -> tuple[list, list]:
-    items = [{"key": PROGRAM_KEY, "path": PROGRAM_KEY}, {"key": BOOTSTRAP_KEY, "path": BOOTSTRAP_KEY},
-             {"key": SHIPPED_KEY, "path": SHIPPED_KEY}]
+def _volumes(identity: JobIdentity, options: KubernetesOptions,
+             with_shipped: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The job's ConfigMap (program and bootstrap; shim), a writable emptyDir, the claims."""
+    items = [{"key": PROGRAM_KEY, "path": PROGRAM_KEY}, {"key": BOOTSTRAP_KEY, "path": BOOTSTRAP_KEY}]
+    if with_shipped:
+        items.append({"key": SHIPPED_KEY, "path": SHIPPED_KEY})
     shim_items = [{"key": _shim_key(p), "path": p} for p in shim_files()]
     volumes: list[dict[str, Any]] = [
         {"name": "program", "configMap": {"name": identity.prefix, "items": items,
@@ -224,63 +200,27 @@ def _volumes(identity: JobIdentity, options: KubernetesOptions) -> tuple[list, l
         {"name": "program", "mountPath": PROGRAM_DIR, "readOnly": True},
         {"name": "shim", "mountPath": SHIM_DIR, "readOnly": True},
         {"name": "job", "mountPath": JOB_DIR}]
-    claims, claim_mounts = claim_volumes(options)
+    claims, claim_mounts = podspec.claim_volumes(options.volumes)
     return volumes + claims, mounts + claim_mounts
-
-
-def claim_volumes(options: KubernetesOptions) -> tuple[list, list]:
-    """The pod volumes and container mounts of the ``--volume`` PersistentVolumeClaims."""
-    volumes: list[dict[str, Any]] = []
-    mounts: list[dict[str, Any]] = []
-    for i, vol in enumerate(options.volumes):
-        name = f"pvc-{i}"
-        volumes.append({"name": name, "persistentVolumeClaim": {"claimName": vol.claim,
-                                                               "readOnly": vol.read_only}})
-        mount = {"name": name, "mountPath": vol.mount_path, "readOnly": vol.read_only}
-        if vol.sub_path:
-            mount["subPath"] = vol.sub_path
-        mounts.append(mount)
-    return volumes, mounts
 
 
 def pod_spec(identity: JobIdentity, spec: JobSpec, options: KubernetesOptions,
              replica: Replica, tf_config: str | None, *, with_shipped: bool) -> dict[str, Any]:
     """The pod spec of one replica (shared by both launchers)."""
-    volumes, mounts = _volumes(identity, options)
-    if not with_shipped:
-        volumes[0]["configMap"]["items"] = [i for i in volumes[0]["configMap"]["items"]
-                                            if i["key"] != SHIPPED_KEY]
-    container: dict[str, Any] = {
-        "name": CONTAINER, "image": options.require_image(),
-        "command": [options.python, "-u", f"{PROGRAM_DIR}/{BOOTSTRAP_KEY}", f"{PROGRAM_DIR}/{PROGRAM_KEY}"],
-        "workingDir": JOB_DIR,
-        "env": _env(identity, spec, options, replica, tf_config),
-        "ports": [{"name": "tfjob-port", "containerPort": TF_PORT}],
-        "resources": _resources(spec, options, replica),
-        "volumeMounts": mounts,
-        "securityContext": {"runAsNonRoot": True, "allowPrivilegeEscalation": False,
-                            "privileged": False, "capabilities": {"drop": ["ALL"]}},
-    }
-    if options.image_pull_policy:
-        container["imagePullPolicy"] = options.image_pull_policy
-    body: dict[str, Any] = {
-        "restartPolicy": restart_policy(spec),
-        "containers": [container],
-        "volumes": volumes,
-        "securityContext": {"runAsNonRoot": True, "runAsUser": options.run_as_user,
-                            "runAsGroup": options.run_as_user, "fsGroup": options.run_as_user,
-                            "seccompProfile": {"type": "RuntimeDefault"}},
-        "enableServiceLinks": False,  # keeps a namespace's many services out of the env
-    }
-    if options.node_selector:
-        body["nodeSelector"] = dict(options.node_selector)
-    if options.tolerations:
-        body["tolerations"] = [dict(t) for t in options.tolerations]
-    if options.image_pull_secrets:
-        body["imagePullSecrets"] = [{"name": s} for s in options.image_pull_secrets]
-    if options.service_account:
-        body["serviceAccountName"] = options.service_account
-    return body
+    volumes, mounts = _volumes(identity, options, with_shipped)
+    # Parameter servers hold variables, not compute: no GPUs for them.
+    gpus = 0 if replica.type == "ps" else spec.gpus
+    container = podspec.container(
+        CONTAINER, options.require_image(),
+        command=[options.python, "-u", f"{PROGRAM_DIR}/{BOOTSTRAP_KEY}",
+                 f"{PROGRAM_DIR}/{PROGRAM_KEY}"],
+        working_dir=JOB_DIR, env=_env(identity, spec, options, replica, tf_config),
+        ports=[{"name": "tfjob-port", "containerPort": TF_PORT}],
+        resources=podspec.option_resources(options, gpus), mounts=mounts,
+        pull_policy=options.image_pull_policy)
+    return podspec.pod_spec([container], run_as_user=options.run_as_user, volumes=volumes,
+                            restart_policy=restart_policy(spec),
+                            scheduling=podspec.Scheduling.of(options))
 
 
 def replica_addresses(identity: JobIdentity, spec: JobSpec) -> dict[Replica, str]:

@@ -10,7 +10,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
+
+import psutil
 
 from cellship.errors import BackendError, MissingDependency, UsageError
 from cellship.processes import pid_alive
@@ -27,14 +29,21 @@ TENSORFLOW_HINT = ("pip install tensorflow-cpu (or tensorflow on a GPU machine),
 
 
 def _is_our_process(pid: int | None, marker: str) -> bool:
-    """Guard against pid reuse: the process's command line or environment names the job."""
-    if not pid_alive(pid):
+    """Guard against pid reuse: the process's command line or environment names the job
+    (the supervisor gets the id as an argument and in CELLSHIP_SUPERVISED_JOB)."""
+    if pid is None or not pid_alive(pid):
         return False
-    for name in ("cmdline", "environ"):
+    try:
+        process = psutil.Process(pid)
+    except psutil.Error:
+        return False
+    readers: tuple[Callable[[], Iterable[str]], ...] = (
+        process.cmdline, lambda: (f"{k}={v}" for k, v in process.environ().items()))
+    for read in readers:
         try:
-            if marker.encode() in Path(f"/proc/{pid}/{name}").read_bytes():
+            if any(marker in part for part in read()):
                 return True
-        except OSError:
+        except psutil.Error:  # gone meanwhile, or another user's: not ours to stop
             continue
     return False
 

@@ -24,7 +24,7 @@ from cellship.runs.executors import EXECUTORS, get_executor
 from cellship.runs.kubernetes import executor as k8s_exec
 from cellship.runs.kubernetes import manifests as kb
 from cellship.runs.scraps import SCRAP_MIME
-from tests.unit.kube_fake import FakeKubeWithJobs
+from tests.unit.kube_fake import FakeKubeWithJobs, serve
 
 NS = "ml"
 IMAGE = "nb:test"
@@ -106,9 +106,7 @@ def fast(monkeypatch):
 
 @pytest.fixture
 def kube(monkeypatch) -> FakeKubeWithJobs:
-    fake = FakeKubeWithJobs(papermill_pod())
-    monkeypatch.setattr(k8s_exec, "_default_client", lambda options: fake)
-    return fake
+    return serve(monkeypatch, FakeKubeWithJobs(papermill_pod()))
 
 
 def k8s_batch(tmp_path: Path, store, grid: Any = None, **options) -> Any:

@@ -101,7 +101,7 @@ def test_unschedulable_is_reported_then_fails_after_startup_timeout(backend, kub
     message = "0/1 nodes are available: 1 Insufficient nvidia.com/gpu."
     kube.set_pod(NS, w0, {"phase": "Pending", "conditions": [
         {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}]})
-    kube.events_by_pod[w0] = [{"type": "Warning", "reason": "FailedScheduling", "message": message}]
+    kube.set_events("Pod", w0, [{"type": "Warning", "reason": "FailedScheduling", "message": message}])
     record = backend.refresh(job)
     assert record.status == "pending"
     assert "no node has a free nvidia.com/gpu" in record.error and message in record.error

@@ -1,12 +1,10 @@
-"""JSON <-> numpy for TensorFlow Serving's REST API v1, without TensorFlow.
+"""Request bodies -> tensors: the half of the codec every client error comes from.
 
-Why a module of its own: every rule a client can break lives here (the row and columnar
-formats, ``{"b64": ...}`` values, dtypes and shapes against the signature), so each bad
-request is answered with one sentence that names the input, what the signature expects
-and what arrived, and the rules are unit-tested without loading a model. The formats
-follow TF Serving's ``json_tensor.cc``: ``instances`` -> ``predictions``, ``inputs`` ->
-``outputs``, ``examples`` -> ``results``; NaN/Infinity tokens are accepted and written;
-DT_STRING outputs whose name ends in ``_bytes`` come back as ``{"b64": ...}``.
+Each rule a client can break (the row and columnar formats, ``{"b64": ...}`` values,
+dtypes and shapes against the signature, tf.Example features for :classify/:regress) is
+checked here and answered with one sentence naming the input, what the signature expects
+and what arrived. Formats follow TF Serving's ``json_tensor.cc``; NaN/Infinity tokens are
+accepted.
 """
 
 from __future__ import annotations
@@ -14,123 +12,22 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Mapping
 
 import numpy as np
 import orjson
 
-from cellship.serve.errors import RequestError, bad_request
-
-DEFAULT_SIGNATURE = "serving_default"
-PREDICT_METHOD = "tensorflow/serving/predict"
-CLASSIFY_METHOD = "tensorflow/serving/classify"
-REGRESS_METHOD = "tensorflow/serving/regress"
-
-# TF DataType names (as SignatureDefs and TF Serving's metadata spell them) -> numpy.
-DTYPES: dict[str, Any] = {
-    "DT_FLOAT": np.float32, "DT_DOUBLE": np.float64, "DT_HALF": np.float16,
-    "DT_INT8": np.int8, "DT_INT16": np.int16, "DT_INT32": np.int32, "DT_INT64": np.int64,
-    "DT_UINT8": np.uint8, "DT_UINT16": np.uint16, "DT_UINT32": np.uint32,
-    "DT_UINT64": np.uint64, "DT_BOOL": np.bool_, "DT_STRING": object,
-}
-_ORJSON_KINDS = frozenset("fiub")
-_NUMPY = orjson.OPT_SERIALIZE_NUMPY
+from cellship.serve.codec.signature import (
+    DEFAULT_SIGNATURE,
+    DTYPES,
+    SignatureInfo,
+    TensorSpecInfo,
+    format_shape,
+)
+from cellship.serve.errors import bad_request
 
 
-# -- signatures ---------------------------------------------------------------------------
-def format_shape(shape: Sequence[int | None] | None) -> str:
-    """``(None, 8, 8, 1)`` -> ``[-1, 8, 8, 1]`` (TF Serving's spelling of a free dim)."""
-    if shape is None:
-        return "[?]"
-    return "[" + ", ".join("-1" if d is None else str(d) for d in shape) + "]"
-
-
-@dataclass(frozen=True)
-class TensorSpecInfo:
-    """One named input or output of a signature."""
-
-    name: str
-    dtype: str  # a TF DataType name: "DT_FLOAT"
-    shape: tuple[int | None, ...] | None  # None: unknown rank; None in a dim: any size
-
-    def describe(self) -> str:
-        return f"{self.name} ({self.dtype}, shape {format_shape(self.shape)})"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "dtype": self.dtype,
-                "shape": None if self.shape is None else [-1 if d is None else d for d in self.shape]}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "TensorSpecInfo":
-        shape = data.get("shape")
-        return cls(data["name"], data["dtype"],
-                   None if shape is None else tuple(None if d == -1 else int(d) for d in shape))
-
-
-@dataclass(frozen=True)
-class SignatureInfo:
-    """A serving signature: what a request must send and what comes back."""
-
-    key: str
-    inputs: tuple[TensorSpecInfo, ...]
-    outputs: tuple[TensorSpecInfo, ...]
-    method_name: str = PREDICT_METHOD
-    _by_name: dict[str, TensorSpecInfo] = field(default_factory=dict, compare=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self._by_name.update({spec.name: spec for spec in self.inputs})
-
-    def input(self, name: str) -> TensorSpecInfo | None:
-        return self._by_name.get(name)
-
-    @property
-    def input_names(self) -> list[str]:
-        return [spec.name for spec in self.inputs]
-
-    def takes(self) -> str:
-        return ", ".join(spec.describe() for spec in self.inputs) or "no inputs"
-
-    @property
-    def batchable(self) -> bool:
-        """Whether requests can be concatenated along dim 0 and the outputs split back:
-        every input and output has a known rank and a free leading (batch) dimension."""
-        specs = self.inputs + self.outputs
-        return bool(self.inputs) and all(s.shape is not None and len(s.shape) >= 1
-                                         and s.shape[0] is None for s in specs)
-
-    def _one_string_input(self) -> bool:
-        return len(self.inputs) == 1 and self.inputs[0].dtype == "DT_STRING"
-
-    @property
-    def can_classify(self) -> bool:
-        """TF Serving's classification shape: one DT_STRING input of serialized
-        tf.Example, outputs ``classes`` and/or ``scores`` (or the classify method)."""
-        names = {o.name for o in self.outputs}
-        return self._one_string_input() and (self.method_name == CLASSIFY_METHOD
-                                             or bool(names) and names <= {"classes", "scores"})
-
-    @property
-    def can_regress(self) -> bool:
-        """TF Serving's regression shape: one DT_STRING input of serialized tf.Example,
-        one output ``outputs`` (or the regress method)."""
-        names = [o.name for o in self.outputs]
-        return self._one_string_input() and (self.method_name == REGRESS_METHOD
-                                             or names == ["outputs"])
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.key, "method_name": self.method_name,
-                "inputs": [s.to_dict() for s in self.inputs],
-                "outputs": [s.to_dict() for s in self.outputs]}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "SignatureInfo":
-        return cls(data["name"], tuple(TensorSpecInfo.from_dict(d) for d in data["inputs"]),
-                   tuple(TensorSpecInfo.from_dict(d) for d in data["outputs"]),
-                   data.get("method_name", PREDICT_METHOD))
-
-
-# -- request bodies -----------------------------------------------------------------------
 def parse_json(raw: bytes) -> dict[str, Any]:
     """The request body as a JSON object (NaN, Infinity and -Infinity allowed, as in
     TF Serving)."""
@@ -187,8 +84,8 @@ def decode_predict(doc: Mapping[str, Any], sig: SignatureInfo) -> PredictRequest
         return PredictRequest(sig.key, False, tensors, rows if sig.batchable else None)
     tensors = _decode_columns(doc["inputs"], sig)
     leading = {a.shape[0] if a.ndim else None for a in tensors.values()}
-    rows = next(iter(leading)) if sig.batchable and len(leading) == 1 else None
-    return PredictRequest(sig.key, True, tensors, rows)
+    batch_rows = next(iter(leading)) if sig.batchable and len(leading) == 1 else None
+    return PredictRequest(sig.key, True, tensors, batch_rows)
 
 
 def _is_b64(value: Any) -> bool:
@@ -436,143 +333,3 @@ def _features(obj: Mapping[str, Any], where: str) -> dict[str, Feature]:
             values.append(value)
         out[name] = (kind or "float", values)
     return out
-
-
-# -- responses -------------------------------------------------------------------------------
-class _NonFinite:
-    """An output holding NaN or Infinity: written by the stdlib encoder, which spells them
-    as TF Serving does (orjson would write null)."""
-
-    def __init__(self, value: np.ndarray | np.generic) -> None:
-        self.value = value
-
-
-def output_value(name: str, arr: np.ndarray) -> Any:
-    """One output tensor in a form :func:`dumps` writes the TF Serving way."""
-    if arr.dtype.kind in "OS":
-        return _strings_out(name, arr)
-    if arr.dtype.kind not in _ORJSON_KINDS or arr.dtype.itemsize > 8:
-        arr = arr.astype(np.int64 if arr.dtype.kind in "iu" else np.float32)
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        return _NonFinite(arr)
-    return arr[()] if arr.ndim == 0 else np.ascontiguousarray(arr)
-
-
-def _strings_out(name: str, arr: np.ndarray) -> Any:
-    as_b64 = name.endswith("_bytes")
-
-    def one(value: Any) -> Any:
-        if isinstance(value, str):
-            return value
-        data = bytes(value)
-        if not as_b64:
-            try:
-                return data.decode("utf-8")
-            except UnicodeDecodeError:
-                pass
-        return {"b64": base64.b64encode(data).decode("ascii")}
-
-    if arr.ndim == 0:
-        return one(arr[()])
-    out = np.empty(arr.shape, dtype=object)
-    for index, value in enumerate(arr.flat):
-        out.flat[index] = one(value)
-    return out.tolist()
-
-
-def _has_nonfinite(value: Any) -> bool:
-    if isinstance(value, _NonFinite):
-        return True
-    if isinstance(value, dict):
-        return any(_has_nonfinite(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_has_nonfinite(v) for v in value)
-    return False
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, _NonFinite):
-        return _plain(value.value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
-
-
-def dumps(payload: Any) -> bytes:
-    """JSON bytes: float32 values written shortest (0.2, not 0.20000000298...) as TF
-    Serving writes them, NaN/Infinity as tokens."""
-    if _has_nonfinite(payload):
-        return json.dumps(_plain(payload), allow_nan=True, separators=(",", ":")).encode()
-    return orjson.dumps(payload, option=_NUMPY)
-
-
-def encode_predict(outputs: Mapping[str, np.ndarray], columnar: bool) -> bytes:
-    """``{"predictions": ...}`` (row format) or ``{"outputs": ...}`` (columnar)."""
-    if not outputs:
-        raise RequestError("The signature returned no outputs.", 500)
-    values = {name: output_value(name, arr) for name, arr in outputs.items()}
-    if columnar:
-        return dumps({"outputs": next(iter(values.values())) if len(values) == 1 else values})
-    sizes = {name: (arr.shape[0] if arr.ndim else None) for name, arr in outputs.items()}
-    if None in sizes.values() or len(set(sizes.values())) > 1:
-        raise bad_request("The outputs of this signature do not share a batch dimension "
-                          f"({', '.join(f'{k}: {v}' for k, v in sizes.items())}), so they cannot "
-                          "be returned per instance; send the columnar format ('inputs').")
-    if len(values) == 1:
-        return dumps({"predictions": next(iter(values.values()))})
-    rows = next(iter(sizes.values())) or 0
-    per_row = {name: _rows_of(value, rows) for name, value in values.items()}
-    return dumps({"predictions": [{name: per_row[name][i] for name in values}
-                                  for i in range(rows)]})
-
-
-def _rows_of(value: Any, rows: int) -> list[Any]:
-    if isinstance(value, _NonFinite):
-        return [_NonFinite(value.value[i]) for i in range(rows)]
-    if isinstance(value, np.ndarray):
-        return [value[i] for i in range(rows)]
-    return list(value)
-
-
-def encode_classify(classes: np.ndarray | None, scores: np.ndarray | None) -> bytes:
-    """``{"results": [[[label, score], ...], ...]}`` as TF Serving writes a classification
-    (label "" when the signature has no ``classes``, score 0.0 when it has no ``scores``)."""
-    ref = scores if scores is not None else classes
-    if ref is None:
-        raise RequestError("The classification signature returned neither 'classes' nor "
-                           "'scores'.", 500)
-    n = ref.shape[0] if ref.ndim else 1
-    score_rows = None if scores is None else scores.reshape(n, -1).astype(np.float32)
-    class_rows = None if classes is None else classes.reshape(n, -1)
-    k = (score_rows if score_rows is not None else class_rows).shape[1]  # type: ignore[union-attr]
-    results = [[["" if class_rows is None else _label(class_rows[i, j]),
-                 np.float32(0.0) if score_rows is None else score_rows[i, j]]
-                for j in range(k)] for i in range(n)]
-    if score_rows is not None and not np.isfinite(score_rows).all():
-        return dumps({"results": [[[lab, _NonFinite(s)] for lab, s in row] for row in results]})
-    return dumps({"results": results})
-
-
-def _label(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    return str(value)
-
-
-def encode_regress(values: np.ndarray) -> bytes:
-    """``{"results": [v1, v2, ...]}``: one value per example."""
-    flat = values.reshape(values.shape[0], -1) if values.ndim else values.reshape(1, 1)
-    if flat.shape[1] != 1:
-        raise bad_request(f"The regression signature returned {flat.shape[1]} values per example; "
-                          "a regression returns one.")
-    return dumps({"results": output_value("outputs", flat[:, 0].astype(np.float32))})
-
-
-def error_body(message: str) -> bytes:
-    return orjson.dumps({"error": message})

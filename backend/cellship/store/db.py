@@ -1,0 +1,166 @@
+"""The SQLite file itself: schema, opening (WAL, version check, the locked-open retry) and
+one connection per operation.
+
+Why a connection per operation: cheap (~0.1 ms), and safe across threads and forks, which
+kernels (threads), the CLI and supervisors (forks) all do.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from cellship.errors import StoreError
+
+SCHEMA_VERSION = 2  # 2: batches and runs (additive: a version-1 store upgrades in place)
+_OPEN_TIMEOUT_S = 30.0  # how long opening waits for another process creating the store
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    backend TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    job_dir TEXT NOT NULL,
+    output_dir TEXT NOT NULL,
+    logdir TEXT NOT NULL,
+    created REAL NOT NULL,
+    started REAL,
+    ended REAL,
+    error TEXT,
+    supervisor_pid INTEGER,
+    detached INTEGER NOT NULL DEFAULT 0,
+    restarts INTEGER NOT NULL DEFAULT 0,
+    source TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_name ON jobs(name);
+CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created);
+CREATE TABLE IF NOT EXISTS replicas (
+    job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    type TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    exit_code INTEGER,
+    pid INTEGER,
+    restarts INTEGER NOT NULL DEFAULT 0,
+    log_path TEXT NOT NULL,
+    address TEXT,
+    PRIMARY KEY (job_id, type, idx)
+);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    ts REAL NOT NULL,
+    kind TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_job ON events(job_id, seq);
+CREATE TABLE IF NOT EXISTS batches (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    notebook TEXT NOT NULL,
+    status TEXT NOT NULL,
+    backend TEXT NOT NULL,
+    parallel INTEGER NOT NULL,
+    kernel TEXT,
+    output_dir TEXT NOT NULL,
+    cwd TEXT NOT NULL,
+    created REAL NOT NULL,
+    started REAL,
+    ended REAL,
+    coordinator_pid INTEGER,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS batches_name ON batches(name);
+CREATE TABLE IF NOT EXISTS runs (
+    batch_id TEXT NOT NULL REFERENCES batches(id) ON DELETE CASCADE,
+    idx INTEGER NOT NULL,
+    parameters TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempt INTEGER NOT NULL DEFAULT 0,
+    output_path TEXT NOT NULL,
+    log_path TEXT NOT NULL,
+    started REAL,
+    ended REAL,
+    error TEXT,
+    pid INTEGER,
+    recorded TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (batch_id, idx)
+);
+"""
+
+
+def escape_like(text: str) -> str:
+    """``text`` for a LIKE pattern with ESCAPE '\\': its %, _ and \\ match themselves."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+class Database:
+    """The store file at ``path`` (created on first use); the job and batch halves of
+    :class:`cellship.store.Store` build their queries on :meth:`_connect`."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + _OPEN_TIMEOUT_S
+        while True:
+            try:
+                self._initialise()
+                return
+            except StoreError:
+                raise
+            except sqlite3.OperationalError as err:
+                # Switching a fresh database to WAL needs an exclusive lock, and SQLite
+                # answers "database is locked" at once (without its busy handler) when
+                # another process opens the same new file at that moment: retry briefly.
+                if "locked" in str(err) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
+                raise StoreError(f"The job store {self.path} cannot be opened ({err}); move "
+                                 "it away or set CELLSHIP_HOME to another directory.") from err
+            except sqlite3.DatabaseError as err:
+                raise StoreError(f"The job store {self.path} cannot be opened ({err}); move "
+                                 "it away or set CELLSHIP_HOME to another directory.") from err
+
+    def _initialise(self) -> None:
+        """Check the schema version, switch to WAL once, create missing tables."""
+        with self._connect() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"The job store {self.path} was written by a newer cellship "
+                    f"(schema {version} > {SCHEMA_VERSION}); upgrade cellship, or set "
+                    "CELLSHIP_HOME to another directory.")
+            if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                db.execute("PRAGMA journal_mode=WAL")
+            if version != SCHEMA_VERSION:
+                db.executescript(_SCHEMA)
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA foreign_keys=ON")
+        db.execute("PRAGMA busy_timeout=30000")
+        try:
+            yield db
+        finally:
+            db.close()
+
+    def _update(self, table: str, allowed: frozenset[str], where: str, key: tuple[Any, ...],
+                fields: Mapping[str, Any]) -> None:
+        """``UPDATE table SET fields WHERE where``; a field outside ``allowed`` (the
+        columns callers may change) is a ValueError, so a typo never reaches SQL."""
+        unknown = set(fields) - allowed
+        if unknown:
+            raise ValueError(f"not {table} columns: {sorted(unknown)}")
+        if not fields:
+            return
+        sets = ", ".join(f"{k}=?" for k in fields)
+        with self._connect() as db:
+            db.execute(f"UPDATE {table} SET {sets} WHERE {where}", (*fields.values(), *key))
