@@ -31,7 +31,6 @@ exactly the version that generated the program, without pip-installing anything 
 from __future__ import annotations
 
 import base64
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -277,6 +276,3 @@ def describe(identity: JobIdentity) -> str:
     """One line for messages: where the job's objects are."""
     return f"{identity.prefix} in namespace {identity.namespace}"
 
-
-def to_json(obj: Mapping[str, Any]) -> str:
-    return json.dumps(obj, indent=2, sort_keys=True)
