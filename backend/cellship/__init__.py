@@ -20,7 +20,7 @@ from cellship.errors import (
 
 __version__ = "0.1.0"
 
-__all__ = ["submit", "submit_script", "jobs", "get_job", "last_job", "Job", "job",
+__all__ = ["submit", "submit_script", "jobs", "get_job", "last_job", "Job", "job", "models",
            "batch", "batches", "get_batch", "Batch", "record", "CellshipError",
            "UsageError", "ProgramError", "JobNotFound", "JobFailed", "BackendError",
            "MissingDependency", "load_ipython_extension", "__version__"]
@@ -31,12 +31,13 @@ _LAZY = {"submit": "cellship.train.api", "submit_script": "cellship.train.api",
          "jobs": "cellship.train.api", "get_job": "cellship.train.api",
          "last_job": "cellship.train.api", "Job": "cellship.train.api",
          "job": "cellship.inside.job",
+         "models": "cellship.serve.export",  # exported models: export_*, list_models, ...
          "batch": "cellship.runs.api", "batches": "cellship.runs.api",
          "get_batch": "cellship.runs.api", "Batch": "cellship.runs.api",
          "record": "cellship_magics.record",  # kernel-side: it displays through IPython
          "deploy": "cellship.deployment", "undeploy": "cellship.deployment",
          "deployments": "cellship.deployment"}
-_MODULES = {"job"}
+_MODULES = {"job", "models"}
 
 
 def __getattr__(name: str) -> Any:

@@ -24,6 +24,9 @@ def test_lazy_public_names():
 
     assert callable(cellship.submit) and callable(cellship.get_job)
     assert cellship.job.is_chief.__module__ == "cellship.inside.job"
+    from cellship import models  # notebook 02's import: the exported-models module
+
+    assert callable(models.export_job) and callable(models.list_models)
     try:
         cellship.no_such_name  # noqa: B018
     except AttributeError as err:
