@@ -427,8 +427,8 @@ def test_python_image_runs_in_podman_and_answers_predict(registry, tmp_path):
         url = f"http://127.0.0.1:{port}/v1/models/affine"
         deadline = time.monotonic() + 240
         while True:
-            try:
-                if requests.get(url, timeout=2).status_code == 200:
+            try:  # ready when the model is loaded: the status URL answers 200 while LOADING
+                if requests.get(f"{url}/metadata", timeout=2).status_code == 200:
                     break
             except requests.RequestException:
                 pass
