@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import nbformat
 import pytest
 
 
@@ -46,3 +47,16 @@ def run_program(monkeypatch: pytest.MonkeyPatch):
 
     run.calls = calls  # type: ignore[attr-defined]
     return run
+
+
+@pytest.fixture
+def notebook(tmp_path: Path) -> Path:
+    """A small parameterised notebook (tagged parameters cell, python3 kernel) for batch tests."""
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("lr = 0.1")
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell, nbformat.v4.new_code_cell("print(lr)")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nb, path)
+    return path

@@ -5,11 +5,9 @@ No job or run executes and no cluster is contacted here."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import nbformat
 import pytest
 
 import cellship.runs.api as runs_api
@@ -31,18 +29,6 @@ def shell() -> Any:
 def no_k8s_env(monkeypatch):
     for var in ("CELLSHIP_K8S_IMAGE", "CELLSHIP_K8S_NAMESPACE", "CELLSHIP_K8S_CONTEXT"):
         monkeypatch.delenv(var, raising=False)
-
-
-@pytest.fixture
-def notebook(tmp_path: Path) -> Path:
-    nb = nbformat.v4.new_notebook()
-    cell = nbformat.v4.new_code_cell("lr = 0.1")
-    cell.metadata["tags"] = ["parameters"]
-    nb.cells = [cell, nbformat.v4.new_code_cell("print(lr)")]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    path = tmp_path / "nb.ipynb"
-    nbformat.write(nb, path)
-    return path
 
 
 @pytest.fixture

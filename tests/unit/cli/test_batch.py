@@ -4,27 +4,12 @@ No run executes and no cluster is contacted here."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import nbformat
 import pytest
 
 import cellship.runs.api as runs_api
 from cellship.cli import main
 from cellship.errors import UsageError
 from cellship.store import Store
-
-
-@pytest.fixture
-def notebook(tmp_path: Path) -> Path:
-    nb = nbformat.v4.new_notebook()
-    cell = nbformat.v4.new_code_cell("lr = 0.1")
-    cell.metadata["tags"] = ["parameters"]
-    nb.cells = [cell, nbformat.v4.new_code_cell("print(lr)")]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    path = tmp_path / "nb.ipynb"
-    nbformat.write(nb, path)
-    return path
 
 
 @pytest.fixture(autouse=True)
