@@ -1,5 +1,5 @@
 """cellship deploy / undeploy / deployments against the in-memory API (tests/unit/kube_fake.py):
-manifests, the create and update paths, the KServe branch, waiting and diagnosis, errors."""
+the create and update paths, the KServe branch, waiting and diagnosis, errors."""
 
 from __future__ import annotations
 
@@ -24,14 +24,12 @@ from cellship.deployment import api as deploy_api
 from cellship.deployment import manifests as mf
 from cellship.deployment.rollout import Target, deployment_state, wait_ready
 from cellship.deployment.source import classify, info_from_config
-from cellship.deployment.spec import DeploySpec, VolumeMount, parse_pull_policy
 from cellship.errors import UsageError
 from cellship.kube.errors import KubernetesForbidden
 from cellship.kube.meta import owner_reference
+from tests.unit.deployment.support import IMAGE, NS, spec
 from tests.unit.kube_fake import FakeKube, serve
 
-NS = "ml"
-IMAGE = "registry.example.com/team/digits:v1"
 KSERVE = "inferenceservices.serving.kserve.io"
 
 
@@ -63,12 +61,6 @@ def kube() -> RollingKube:
     return RollingKube()
 
 
-def spec(**overrides: Any) -> DeploySpec:
-    values: dict[str, Any] = dict(name="digits", image=IMAGE, model_name="digits", namespace=NS)
-    values.update(overrides)
-    return DeploySpec(**values)
-
-
 def run(kube: FakeKube, image: str = IMAGE, **kwargs: Any):
     kwargs.setdefault("namespace", NS)
     kwargs.setdefault("model_name", "digits")
@@ -93,112 +85,6 @@ def add_pod(kube: FakeKube, body: dict) -> None:
     status = body.pop("status")
     kube.create(body)
     kube.set_pod(NS, body["metadata"]["name"], status)
-
-
-# -- manifests -------------------------------------------------------------------------------
-def test_deployment_manifest_labels_probes_security_resources() -> None:
-    body = mf.deployment(spec(replicas=3, cpu="500m", memory="1Gi", memory_limit="2Gi", gpus=1,
-                              image_pull_policy="Never", env={"A": "1"}))
-    assert body["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "cellship",
-                                          "cellship.io/deployment": "digits",
-                                          "cellship.io/model": "digits"}
-    assert body["spec"]["replicas"] == 3
-    assert body["spec"]["selector"] == {"matchLabels": {"cellship.io/deployment": "digits"}}
-    template = body["spec"]["template"]
-    assert template["metadata"]["labels"]["cellship.io/deployment"] == "digits"
-    pod_spec = template["spec"]
-    assert pod_spec["securityContext"]["runAsNonRoot"] is True
-    assert pod_spec["securityContext"]["runAsUser"] == 1000
-    (container,) = pod_spec["containers"]
-    assert container["image"] == IMAGE and container["imagePullPolicy"] == "Never"
-    assert "command" not in container and "args" not in container  # the image's CMD serves
-    assert container["ports"] == [{"name": "http", "containerPort": 8501, "protocol": "TCP"}]
-    ready, live = container["readinessProbe"], container["livenessProbe"]
-    assert ready["httpGet"] == {"path": "/v1/models/digits/metadata", "port": 8501, "scheme": "HTTP"}
-    assert live["httpGet"]["path"] == "/v1/models/digits"
-    assert live["initialDelaySeconds"] > ready["initialDelaySeconds"]
-    assert container["securityContext"]["allowPrivilegeEscalation"] is False
-    assert container["securityContext"]["runAsNonRoot"] is True
-    assert container["resources"] == {"requests": {"cpu": "500m", "memory": "1Gi"},
-                                      "limits": {"memory": "2Gi", "nvidia.com/gpu": "1"}}
-    assert container["env"] == [{"name": "A", "value": "1"}]
-    assert body["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
-
-
-def test_model_path_runs_the_images_cellship_with_a_volume() -> None:
-    body = mf.deployment(spec(model_path="/models/digits", port=9000,
-                              volumes=(VolumeMount.parse("/srv/models:/models"),
-                                       VolumeMount.parse("models-pvc:/more"))))
-    pod_spec = body["spec"]["template"]["spec"]
-    container = pod_spec["containers"][0]
-    assert container["command"] == ["python3", "-m", "cellship.cli", "serve", "/models/digits",
-                                    "--host", "0.0.0.0", "--port", "9000"]
-    assert container["readinessProbe"]["httpGet"]["port"] == 9000
-    assert pod_spec["volumes"] == [
-        {"name": "vol-0", "hostPath": {"path": "/srv/models", "type": "Directory"}},
-        {"name": "vol-1", "persistentVolumeClaim": {"claimName": "models-pvc", "readOnly": True}}]
-    assert all(m["readOnly"] for m in container["volumeMounts"])
-    assert {"name": "CELLSHIP_HOME", "value": "/tmp/cellship"} in container["env"]
-
-
-def test_service_is_owned_by_the_deployment_and_maps_8501() -> None:
-    owner = {"apiVersion": "apps/v1", "kind": "Deployment",
-             "metadata": {"name": "digits", "uid": "uid-9"}}
-    svc = mf.service(spec(port=9000), owner)
-    assert svc["spec"]["type"] == "ClusterIP"
-    assert svc["spec"]["ports"] == [{"name": "http", "port": 8501, "targetPort": 9000,
-                                     "protocol": "TCP"}]
-    assert svc["spec"]["selector"] == {"cellship.io/deployment": "digits"}
-    assert svc["metadata"]["ownerReferences"] == [
-        {"apiVersion": "apps/v1", "kind": "Deployment", "name": "digits", "uid": "uid-9",
-         "controller": True, "blockOwnerDeletion": True}]
-    with pytest.raises(ValueError):
-        mf.service(spec(), {"metadata": {"name": "digits"}})
-
-
-def test_inference_service_manifest() -> None:
-    body = mf.inference_service(spec(replicas=2))
-    assert body["apiVersion"] == "serving.kserve.io/v1beta1"
-    predictor = body["spec"]["predictor"]
-    assert predictor["minReplicas"] == predictor["maxReplicas"] == 2
-    (container,) = predictor["containers"]
-    assert container["name"] == "kserve-container" and container["image"] == IMAGE
-    assert container["readinessProbe"]["httpGet"]["path"] == "/v1/models/digits/metadata"
-
-
-def test_for_update_keeps_resource_version_and_cluster_ip() -> None:
-    owner = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "digits", "uid": "u"}}
-    desired = mf.service(spec(), owner)
-    current = {"metadata": {"resourceVersion": "7"},
-               "spec": {"clusterIP": "10.0.0.5", "clusterIPs": ["10.0.0.5"]}}
-    body = mf.for_update(desired, current)
-    assert body["metadata"]["resourceVersion"] == "7"
-    assert body["spec"]["clusterIP"] == "10.0.0.5"
-    assert "resourceVersion" not in desired["metadata"]  # desired is not changed
-
-
-# -- spec validation -------------------------------------------------------------------------
-@pytest.mark.parametrize("overrides, words", [
-    ({"name": "Digits_V1"}, "'digits-v1'"),
-    ({"replicas": 0}, "--replicas"),
-    ({"memory": "2 GB"}, "2Gi"),
-    ({"model_name": "a/b"}, "/v1/models/NAME"),
-    ({"image_pull_policy": "Sometimes"}, "IfNotPresent"),
-    ({"model_path": "models/x"}, "absolute"),
-    ({"run_as_user": 0}, "non-root"),
-    ({"port": 70000}, "1-65535"),
-])
-def test_spec_refuses_with_the_rule(overrides: dict, words: str) -> None:
-    with pytest.raises(UsageError) as err:
-        spec(**overrides)
-    assert words in str(err.value)
-
-
-def test_small_parsers() -> None:
-    assert parse_pull_policy("never") == "Never"
-    with pytest.raises(UsageError):
-        VolumeMount.parse("/srv/models")
-    assert VolumeMount.parse("pvc:/m/").mount_path == "/m"
 
 
 # -- MODEL_OR_IMAGE --------------------------------------------------------------------------
