@@ -91,5 +91,11 @@ def test_pod_command_runs_papermill_and_the_harvest_brings_it_home(tmp_path: Pat
     if fail:
         assert outcome.error == "cell [3] raised ValueError: asked to fail at lr=0.5"
         assert any("papermill-error-cell-tag" in c.metadata.get("tags", []) for c in out.cells)
-    # papermill's own log (cell outputs) went to stderr; stdout is only what comes home.
-    assert podrun.parse_log(done.stdout.splitlines()).lines == []
+    # One stream, in the order printed: papermill's log and the traceback (stderr in the pod)
+    # come down stdout's pipe before the payload, so the runtime cannot interleave them.
+    assert done.stderr == ""
+    lines = done.stdout.splitlines()
+    begin = next(i for i, line in enumerate(lines) if line.startswith(podrun.BEGIN))
+    assert any(line.startswith("Executing notebook") for line in lines[:begin])
+    assert any(line.startswith("Traceback") for line in lines[:begin]) == fail
+    assert podrun.parse_log(lines).lines == lines[:begin]

@@ -22,6 +22,8 @@ import base64
 import gzip
 import hashlib
 import json
+import os
+import re
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -32,6 +34,9 @@ END = "=== cellship:output-notebook:end ==="
 RESULT = "=== cellship:result "
 TAIL = " ==="
 LINE_WIDTH = 76
+# A payload body line: base64 alphabet only, at most LINE_WIDTH wide. Anything else between
+# the markers came from elsewhere (see parse_log) and is set aside, not decoded.
+PAYLOAD_LINE = re.compile(r"[A-Za-z0-9+/=]{1,%d}" % LINE_WIDTH)
 # The kubelet's default containerLogMaxSize: `kubectl logs` (and cellship) only see the
 # newest file once it rotates, so everything printed must fit in it.
 KUBELET_LOG_LIMIT = "10 MiB"
@@ -80,7 +85,6 @@ def result_line(status: str, error: str | None) -> str:
 
 def run(input_path: str, output_path: str, kernel: str, cwd: str) -> int:
     """Execute the notebook, print what comes home, return the pod's exit status."""
-    import os
     import traceback
 
     status, error = "succeeded", None
@@ -116,6 +120,20 @@ def run(input_path: str, output_path: str, kernel: str, cwd: str) -> int:
     return 0 if status == "succeeded" else 1
 
 
+def one_stream() -> None:
+    """Send stderr (ours, papermill's and the kernel's, which inherits the descriptor) down
+    stdout's pipe, line-buffered.
+
+    Why: the container runtime reads the two pipes separately and the kubelet's log keeps
+    lines in arrival order, so a traceback flushed to stderr just before the payload could
+    land among its lines (seen on a loaded machine). One pipe keeps the order printed."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(sys.stdout.fileno(), sys.stderr.fileno())
+    for stream in (sys.stdout, sys.stderr):
+        stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 4:
@@ -123,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import logging
 
-    # papermill's log (cell outputs as they come) on stderr, as its own command line does.
+    one_stream()
+    # papermill's log (cell outputs as they come), as its own command line does.
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     # The pod's PID 1 ignores SIGTERM unless it handles it: on cancel or a deadline, stop
     # papermill like Ctrl-C, so the partial notebook is still printed.
@@ -160,11 +179,17 @@ def parse_log(lines: Iterable[str]) -> ParsedLog:
     if start is not None:
         end = next((i for i in range(start + 1, len(all_lines)) if all_lines[i] == END), None)
     parsed.markers_seen = start is not None or END in all_lines
-    payload_span = range(start, (end if end is not None else len(all_lines) - 1) + 1) \
+    body_span = range(start + 1, len(all_lines) if end is None else end) \
         if start is not None else range(0)
+    body: list[str] = []
     for i, line in enumerate(all_lines):
-        if i in payload_span:
+        if i in (start, end):
             continue
+        if i in body_span and PAYLOAD_LINE.fullmatch(line):
+            body.append(line)
+            continue
+        # Anything else, between the markers too: a line that cannot be base64 came from
+        # another writer (a runtime that splits stdout and stderr); the digest judges the rest.
         if line.startswith(RESULT) and line.endswith(TAIL):
             try:
                 parsed.result = json.loads(line[len(RESULT):-len(TAIL)])
@@ -181,7 +206,7 @@ def parse_log(lines: Iterable[str]) -> ParsedLog:
         parsed.problem = _missing("the pod's log stops inside the notebook (no end marker)")
         return parsed
     fields = _begin_fields(all_lines[start])
-    text = "".join(all_lines[start + 1:end])
+    text = "".join(body)
     try:
         packed = base64.b64decode(text, validate=True)
     except ValueError:

@@ -199,6 +199,21 @@ def test_payload_round_trip_and_other_lines_kept() -> None:
     assert parsed.lines[0] == "hello"
 
 
+def test_lines_of_another_writer_inside_the_payload_are_set_aside() -> None:
+    # What a runtime reading stdout and stderr apart logged on a loaded machine: the end of a
+    # traceback (stderr) among the payload's lines (stdout).
+    payload = podrun.encode(gzip.compress(NOTEBOOK) + b"incompressible" * 400)
+    stray = ['  File "/opt/papermill/execute.py", line 131, in execute_notebook',
+             "ValueError: asked to fail at lr=0.5", ""]
+    lines = [payload[0], payload[1], *stray, *payload[2:], podrun.result_line("failed", "x")]
+    parsed = podrun.parse_log(lines)
+    assert parsed.notebook == gzip.compress(NOTEBOOK) + b"incompressible" * 400
+    assert parsed.lines == stray and parsed.result == {"status": "failed", "error": "x"}
+    # A stray line that happens to be base64 cannot be told apart: the digest catches it.
+    parsed = podrun.parse_log([payload[0], payload[1], "Done", *payload[2:]])
+    assert parsed.notebook is None and "does not match the begin marker" in parsed.problem
+
+
 @pytest.mark.parametrize("cut, words", [
     (lambda p: p[:-2], "no end marker"),                      # the pod died mid-print
     (lambda p: p[3:], "no begin marker (only the end one: the log was rotated)"),
