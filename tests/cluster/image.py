@@ -56,7 +56,7 @@ REPOSITORY = "cellship.test/train"
 BASE_PYTHON = "3.11"  # bookworm's python3: the dependency layer is made for it
 # What pods need besides the server's requirements (pydeps.serving_requirements adds those).
 TRAINING = ("tensorboard", "scikit-learn", "papermill", "ipykernel", "nbclient", "nbformat", "cloudpickle")
-NO_DEPS = ("tf-keras",)
+NO_DEPS = ("tf-keras", *pydeps.SERVING_NO_DEPS)
 PTH = f"usr/local/lib/python{BASE_PYTHON}/dist-packages/cellship-site.pth"
 ENV = {"HOME": "/tmp", "PYTHONUNBUFFERED": "1"}
 KEEP = 2  # archives of other keys kept (each is ~0.5 GB; a source edit makes a new key)

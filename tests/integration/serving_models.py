@@ -7,6 +7,7 @@
 - strings: DT_STRING in (b64 on the wire); a ``*_bytes`` output (b64 back), a string and an int.
 - multi: two named inputs, two outputs (row objects vs columns).
 - slow: ~50 ms of matrix products per call whatever the batch, to fill a queue on purpose.
+- sleepy: y = 2x after max(x) matrix products: a request in flight for as long as it asks.
 """
 
 from __future__ import annotations
@@ -112,3 +113,26 @@ def digits_input(n: int, seed: int = 0) -> np.ndarray:
 
     images = (load_digits().images / 16.0).astype("float32").reshape(-1, 8, 8, 1)
     return images[seed: seed + n]
+
+
+class Sleepy(tf.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = tf.Variable(tf.random.stateless_normal([128, 128], seed=[3, 4]) / 12.0)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 1], tf.float32, name="x")])
+    def serve(self, x):
+        steps = tf.cast(tf.reduce_max(x), tf.int32)  # the request chooses how long its call takes
+
+        def body(i, y):
+            return i + 1, tf.tanh(tf.matmul(y, self.w))
+
+        _, y = tf.while_loop(lambda i, y: i < steps, body, [tf.constant(0), tf.identity(self.w)])
+        return {"y": x * 2.0 + 0.0 * tf.reduce_sum(y)}
+
+
+def sleepy(path: Path) -> Path:
+    """y = 2x, after max(x) rounds of a 128x128 matrix product: a call as long as asked."""
+    module = Sleepy()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    return path

@@ -89,9 +89,11 @@ def expected_digits(model_dirs: dict[str, Path], x: np.ndarray) -> np.ndarray:
 def test_status_and_metadata_follow_tf_serving(server: BackgroundServer) -> None:
     status, body = call(server.url + "/v1/models/half_plus_three")
     assert status == 200
-    assert body == {"model_version_status": [{"version": "123", "state": "AVAILABLE",
-                                              "status": {"error_code": "OK", "error_message": ""}}]}
-    assert call(server.url + "/v1/models/half_plus_three/versions/123")[1] == body
+    versions = {"model_version_status": [{"version": "123", "state": "AVAILABLE",
+                                          "status": {"error_code": "OK", "error_message": ""}}]}
+    # TF Serving's answer, plus KServe's v1 readiness shape that its InferenceRESTClient reads
+    assert body == {**versions, "name": "half_plus_three", "ready": True}
+    assert call(server.url + "/v1/models/half_plus_three/versions/123")[1] == versions
     status, meta = call(server.url + "/v1/models/digits/metadata")
     assert status == 200
     assert meta["model_spec"] == {"name": "digits", "signature_name": "", "version": "1"}
@@ -190,7 +192,7 @@ def test_method_size_and_path_errors(server: BackgroundServer) -> None:
     assert status == 405 and "POST" in body["error"]
     status, body = call(server.url + "/v1/models/digits:predict",
                         raw=b'{"instances": [' + b"0.0," * 200_000 + b"0.0]}")
-    assert status == 413 and "0.8 MB; this server accepts at most 0.3 MB" in body["error"] and "--max-body-mb" in body["error"]
+    assert status == 413 and "0.8 MB; this server accepts at most 0.3 MB" in body["error"] and "--max-request-bytes" in body["error"]
     status, body = call(server.url + "/v2/whatever")
     assert status == 404 and "/v1/models/NAME" in body["error"]
     # the server is fine afterwards
@@ -348,6 +350,8 @@ def test_responses_parse_as_tensorflow_serving_protos(server: BackgroundServer) 
     from tensorflow_serving.apis import model_pb2
 
     _, status = call(server.url + "/v1/models/digits")
+    # KServe's v1 readiness shape rides along ({"name", "ready"}); the rest is TF Serving's, strictly
+    assert (status.pop("name"), status.pop("ready")) == ("digits", True)
     parsed = json_format.ParseDict(status, status_pb2.GetModelStatusResponse())
     assert parsed.model_version_status[0].version == 1
     assert parsed.model_version_status[0].state == status_pb2.ModelVersionStatus.AVAILABLE

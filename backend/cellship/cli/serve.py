@@ -35,12 +35,17 @@ def add_serving_commands(sub: Any) -> None:
     models.add_argument("name", metavar="MODEL", nargs="?", help="only this model")
     models.add_argument("--json", action="store_true", help="machine-readable output")
 
-    serve = sub.add_parser("serve", help="serve models over TensorFlow Serving's REST API")
+    serve = sub.add_parser("serve", help="serve models over TensorFlow Serving's REST and gRPC "
+                           "APIs and the Open Inference Protocol (KServe v2, Triton)")
     serve.add_argument("models", metavar="MODEL", nargs="+",
                        help="a model name in the repository, a SavedModel directory, or a "
                             "directory of numbered versions (several may be given)")
     serve.add_argument("--port", type=int, default=8501,
                        help="port (default 8501, TF Serving's REST port; 0: any free port)")
+    serve.add_argument("--grpc-port", type=int, default=None, metavar="P",
+                       help="gRPC port: TF Serving's PredictionService/ModelService and the "
+                            "Open Inference Protocol's GRPCInferenceService (default 8500, TF "
+                            "Serving's; 0: any free port, the default with --port 0; -1: no gRPC)")
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--max-batch-size", type=int, default=64, metavar="N",
@@ -52,8 +57,29 @@ def add_serving_commands(sub: Any) -> None:
                        help="rows that may wait; beyond this requests get 503 (default 8192)")
     serve.add_argument("--batch-threads", type=int, default=1, metavar="N",
                        help="model calls in flight at once per signature (default 1)")
+    serve.add_argument("--enable_batching", "--enable-batching", nargs="?", const="true",
+                       default=None, metavar="BOOL",
+                       help="TF Serving's flag: batching is on by default here; "
+                            "--enable_batching=false turns it off (one request per model call)")
+    serve.add_argument("--batching_parameters_file", "--batching-parameters-file", default=None,
+                       metavar="FILE",
+                       help="TF Serving's batching parameters (text protobuf: max_batch_size, "
+                            "batch_timeout_micros, max_enqueued_batches, num_batch_threads, "
+                            "allowed_batch_sizes); overrides the --max-batch-size group")
     serve.add_argument("--max-body-mb", type=float, default=64.0, metavar="MB",
                        help="largest request body; larger ones get 413 (default 64)")
+    serve.add_argument("--max-request-bytes", type=int, default=None, metavar="BYTES",
+                       help="largest request in bytes, REST body or gRPC message; larger ones "
+                            "get 413 / RESOURCE_EXHAUSTED (overrides --max-body-mb)")
+    serve.add_argument("--request-timeout", type=float, default=60.0, metavar="SECONDS",
+                       help="a request whose model call takes longer gets 504 (default 60; "
+                            "0: no limit)")
+    serve.add_argument("--drain-grace", type=float, default=0.0, metavar="SECONDS",
+                       help="after SIGTERM (readiness already false), keep answering new "
+                            "requests this long before refusing them with 503; set it to your "
+                            "load balancer's delay in noticing (default 0)")
+    serve.add_argument("--shutdown-timeout", type=float, default=30.0, metavar="SECONDS",
+                       help="how long requests in flight may take to finish on stop (default 30)")
     serve.add_argument("--poll", type=float, default=1.0, metavar="SECONDS",
                        help="how often to look for new versions (default 1)")
     serve.add_argument("--versions", type=int, default=0, metavar="N",
@@ -128,7 +154,6 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from cellship.serve import export as models
-    from cellship.serve.batching import BatchingConfig
 
     resolved: dict[str, Path] = {}
     for ref in args.models:
@@ -141,26 +166,68 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError(f"--max-body-mb must be > 0, got {args.max_body_mb}.")
     if args.poll <= 0:
         raise UsageError(f"--poll must be > 0 seconds, got {args.poll}.")
-    batching = BatchingConfig(max_batch_size=args.max_batch_size, max_wait_ms=args.batch_timeout_ms,
-                              max_queue_rows=args.max_queue, batch_threads=args.batch_threads)
+    for flag, value in (("--request-timeout", args.request_timeout), ("--drain-grace", args.drain_grace),
+                        ("--shutdown-timeout", args.shutdown_timeout)):
+        if value < 0:
+            raise UsageError(f"{flag} must be >= 0 seconds, got {value:g}.")
+    max_bytes = args.max_request_bytes if args.max_request_bytes is not None \
+        else int(args.max_body_mb * 1_000_000)
+    if max_bytes <= 0:
+        raise UsageError(f"--max-request-bytes must be > 0, got {max_bytes}.")
+    batching = _batching(args)
+    grpc_port = args.grpc_port if args.grpc_port is not None else (0 if args.port == 0 else 8500)
     from cellship.serve.server import ServingConfig, serve_forever  # imports TensorFlow
 
     config = ServingConfig(host=args.host, port=args.port, batching=batching,
-                           max_body_bytes=int(args.max_body_mb * 1_000_000),
+                           max_body_bytes=max_bytes,
                            poll_interval_s=args.poll, max_versions=max(args.versions, 0),
                            intra_op_threads=max(args.intra_op_threads, 0),
-                           inter_op_threads=max(args.inter_op_threads, 0))
+                           inter_op_threads=max(args.inter_op_threads, 0),
+                           request_timeout_s=args.request_timeout, drain_grace_s=args.drain_grace,
+                           shutdown_timeout_s=args.shutdown_timeout,
+                           grpc_port=None if grpc_port < 0 else grpc_port)
 
     def announce(server: Any) -> None:
         for name, base in resolved.items():
-            print(f"cellship: serving {name} from {base} at {server.url}/v1/models/{name}",
-                  file=sys.stderr, flush=True)
+            print(f"cellship: serving {name} from {base} at {server.url}/v1/models/{name} "
+                  f"and {server.url}/v2/models/{name}", file=sys.stderr, flush=True)
+        if server.grpc_target:
+            print(f"cellship: gRPC (TF Serving's PredictionService, the Open Inference "
+                  f"Protocol's GRPCInferenceService) at {server.grpc_target}", file=sys.stderr,
+                  flush=True)
         print(f"cellship: health at {server.url}/healthz, metrics at {server.url}/metrics; "
               "Ctrl-C stops", file=sys.stderr, flush=True)
         print(server.url, flush=True)
 
     serve_forever(resolved, config, announce)
     return 0
+
+
+def _batching(args: argparse.Namespace) -> Any:
+    """The batching knobs: TF Serving's file when given, else the --max-batch-size group;
+    ``--enable_batching=false`` makes every request its own model call."""
+    from cellship.serve.batching import BatchingConfig
+
+    enable = args.enable_batching
+    if enable is not None and enable.lower() not in ("true", "false", "1", "0"):
+        raise UsageError(f"--enable_batching takes true or false, got {enable!r} (write "
+                         "--enable_batching=true, or put the flag after the model names).")
+    if args.batching_parameters_file:
+        if enable is not None and enable.lower() in ("false", "0"):
+            raise UsageError("--batching_parameters_file configures batching, which "
+                             "--enable_batching=false turns off; drop one of them.")
+        from cellship.serve.batching_file import read_batching_parameters
+
+        batching, ignored = read_batching_parameters(args.batching_parameters_file)
+        if ignored:
+            print(f"cellship: {args.batching_parameters_file}: ignoring {', '.join(ignored)} "
+                  "(cellship batches whole requests along the first dimension)", file=sys.stderr)
+        return batching
+    if enable is not None and enable.lower() in ("false", "0"):
+        return BatchingConfig(max_batch_size=1, max_wait_ms=0.0, max_queue_rows=args.max_queue,
+                              batch_threads=args.batch_threads)
+    return BatchingConfig(max_batch_size=args.max_batch_size, max_wait_ms=args.batch_timeout_ms,
+                          max_queue_rows=args.max_queue, batch_threads=args.batch_threads)
 
 
 SERVING_COMMANDS = {"export": cmd_export, "models": cmd_models, "serve": cmd_serve}

@@ -286,7 +286,8 @@ def _new_layers(kind: str, source: ModelSource, work: _Work, *, python: str | No
     if kind == "python":
         if not deps_from_base:
             reqs = pydeps.serving_requirements(requirements)
-            layers.append(pydeps.deps_layer(reqs, python, progress=work.progress))
+            layers.append(pydeps.deps_layer(reqs, python, progress=work.progress,
+                                            no_deps=pydeps.pinned(pydeps.SERVING_NO_DEPS)))
         entries, created_by = pydeps.cellship_entries()
         layers.append(work.layer(entries, created_by, DEFAULT_LEVEL, "cellship"))
     layers.append(work.layer(tree(source.path, source.image_dir),

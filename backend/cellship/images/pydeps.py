@@ -38,10 +38,13 @@ from cellship.images.layers import DEFAULT_LEVEL, Entry, Layer, parents, tree, w
 SITE = "/opt/cellship/site-packages"
 # What `python -m cellship.cli serve` imports outside the standard library (cellship.cli:
 # platformdirs; cellship.processes: psutil; cellship.serve: TensorFlow, aiohttp, orjson,
-# prometheus-client, and uvloop when present). A serving extra of cellship (if the
-# distribution declares one) is added.
+# prometheus-client, grpcio for the gRPC port, and uvloop when present). A serving extra of
+# cellship (if the distribution declares one) is added.
 BASE_REQUIREMENTS = ("tensorflow-cpu", "platformdirs", "psutil", "aiohttp", "orjson",
-                     "prometheus-client", "uvloop")
+                     "prometheus-client", "uvloop", "grpcio")
+# Installed without their dependencies: TF Serving's gRPC protos, whose package depends on
+# the full `tensorflow` wheel (it would add a second TensorFlow beside tensorflow-cpu).
+SERVING_NO_DEPS = ("tensorflow-serving-api",)
 SERVING_EXTRAS = ("serve", "serving")
 _FORMAT = 1  # bump when the way the layer is made changes
 _MANYLINUX = ["manylinux2014_x86_64"] + [f"manylinux_2_{n}_x86_64" for n in range(17, 37)]

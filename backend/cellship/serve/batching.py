@@ -38,9 +38,46 @@ class BatchingConfig:
     max_wait_ms: float = 0.5  # how long the first queued request waits for company
     max_queue_rows: int = 8192  # rows waiting before requests are refused with 503
     batch_threads: int = 1  # model calls in flight at once per signature
+    # TF Serving's allowed_batch_sizes: a batch is padded up to the next of these (so a model
+    # compiled for fixed shapes, or an accelerator, sees only these sizes); () pads nothing.
+    allowed_batch_sizes: tuple[int, ...] = ()
+
+    @classmethod
+    def from_tf_serving(cls, *, max_batch_size: int | None = None,
+                        batch_timeout_micros: int | None = None,
+                        max_enqueued_batches: int | None = None,
+                        num_batch_threads: int | None = None,
+                        allowed_batch_sizes: tuple[int, ...] | list[int] = ()) -> "BatchingConfig":
+        """The knobs under TF Serving's names (its batching parameters file, its docs):
+        ``max_enqueued_batches`` is counted in batches there, in rows here."""
+        base = cls()
+        size = max_batch_size if max_batch_size is not None else base.max_batch_size
+        return cls(max_batch_size=size,
+                   max_wait_ms=(batch_timeout_micros / 1000.0 if batch_timeout_micros is not None
+                                else base.max_wait_ms),
+                   max_queue_rows=(max_enqueued_batches * size if max_enqueued_batches is not None
+                                   else max(base.max_queue_rows, size)),
+                   batch_threads=num_batch_threads if num_batch_threads is not None else base.batch_threads,
+                   allowed_batch_sizes=tuple(int(n) for n in allowed_batch_sizes))
+
+    def padded(self, rows: int) -> int:
+        """The rows a batch of ``rows`` is padded to (itself when no allowed size fits)."""
+        for size in self.allowed_batch_sizes:
+            if size >= rows:
+                return size
+        return rows
 
     def __post_init__(self) -> None:
         from cellship.errors import UsageError
+
+        allowed = self.allowed_batch_sizes
+        if allowed:
+            if any(n < 1 for n in allowed) or list(allowed) != sorted(set(allowed)):
+                raise UsageError(f"allowed_batch_sizes must be increasing positive numbers, got "
+                                 f"{list(allowed)}.")
+            if allowed[-1] != self.max_batch_size:
+                raise UsageError(f"The last of allowed_batch_sizes ({allowed[-1]}) must equal "
+                                 f"max_batch_size ({self.max_batch_size}), as in TF Serving.")
 
         if self.max_batch_size < 1:
             raise UsageError(f"--max-batch-size must be >= 1, got {self.max_batch_size}.")
@@ -155,20 +192,25 @@ class Batcher:
             _resolve(item.future, result=result)
 
     def _run_batch(self, batch: list[_Item]) -> list[dict[str, np.ndarray]]:
-        """On a worker thread: one model call for the whole batch, outputs split by row."""
-        if len(batch) == 1:
+        """On a worker thread: one model call for the whole batch, outputs split by row.
+        With allowed batch sizes the batch is padded with copies of its first row, and the
+        padding's outputs are dropped."""
+        total = sum(item.rows for item in batch)
+        padded = self._config.padded(total)
+        if len(batch) == 1 and padded == total:
             outputs = self._run(batch[0].tensors)
             _check_rows(outputs, batch[0].rows)
             if self._on_batch:
                 self._on_batch(batch[0].rows)
             return [outputs]
         names = list(batch[0].tensors)
-        joined = {name: np.concatenate([item.tensors[name] for item in batch]) for name in names}
-        total = sum(item.rows for item in batch)
+        joined = {name: np.concatenate([item.tensors[name] for item in batch]
+                                       + _padding(batch[0].tensors[name], padded - total))
+                  for name in names}
         outputs = self._run(joined)
-        _check_rows(outputs, total)
+        _check_rows(outputs, padded)
         if self._on_batch:
-            self._on_batch(total)
+            self._on_batch(padded)
         split: list[dict[str, np.ndarray]] = []
         start = 0
         for item in batch:
@@ -187,6 +229,12 @@ class Batcher:
         while self._queue:  # only if a worker died: never leave a client hanging
             item = self._queue.popleft()
             _resolve(item.future, error=RequestError(f"{self._label} was unloaded; retry.", 503))
+
+
+def _padding(value: np.ndarray, rows: int) -> list[np.ndarray]:
+    if rows <= 0 or len(value) == 0:
+        return []
+    return [np.repeat(value[:1], rows, axis=0)]
 
 
 def _check_rows(outputs: Mapping[str, np.ndarray], rows: int) -> None:

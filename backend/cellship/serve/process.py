@@ -38,6 +38,7 @@ class ServerProcess:
     models: tuple[str, ...]
     process: subprocess.Popen
     log_path: Path
+    grpc_target: str | None = None  # ``host:port`` of its gRPC port (None: gRPC is off)
 
     @property
     def pid(self) -> int:
@@ -100,6 +101,7 @@ def start_server(*models: str, port: int = 0, host: str = "127.0.0.1",
     try:
         server.url = _first_line(server, ready_timeout)
         _wait_ready(server, ready_timeout)
+        server.grpc_target = _grpc_target(server)
     except BaseException:
         server.stop(timeout=5)
         raise
@@ -121,6 +123,13 @@ def _first_line(server: ServerProcess, timeout: float) -> str:
                                f"{server.process.returncode}:\n{server.log_tail()}")
     raise ServerFailed(f"`cellship serve` did not start listening within {timeout:.0f} s; its "
                        f"log ({server.log_path}):\n{server.log_tail()}")
+
+
+def _grpc_target(server: ServerProcess) -> str | None:
+    import json
+
+    with urllib.request.urlopen(server.url + "/", timeout=10) as response:
+        return json.loads(response.read()).get("grpc")
 
 
 def _wait_ready(server: ServerProcess, timeout: float) -> None:

@@ -13,7 +13,13 @@ Routes (TF Serving's, so existing clients work unchanged):
     POST /v1/models/M[/versions/V]:regress      examples -> results (where the signature can)
     GET  /healthz                               200 once every model has a version, else 503
     GET  /metrics, /monitoring/prometheus/metrics   Prometheus text
+    /v2/...                                     the Open Inference Protocol (openinference.rest)
 Every error is ``{"error": "..."}`` with the status saying whose fault it was.
+
+gRPC (TF Serving's PredictionService and ModelService, and the Open Inference Protocol's
+GRPCInferenceService) runs on the same event loop when ``grpc_port`` is set
+(``grpc_server``). Every protocol answers through :meth:`ModelServer.run_signature`: the
+same batchers, the same time limit, the same drain gate.
 """
 
 from __future__ import annotations
@@ -28,18 +34,27 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, TypeVar
 
 from aiohttp import web
 
 from cellship.serve.batching import BatchingConfig
 from cellship.serve.codec.responses import dumps, error_body
+from cellship.serve.drain import DrainGate
 from cellship.serve.errors import RequestError, bad_request, not_found
+
+if TYPE_CHECKING:
+    from cellship.serve.repository import VersionState
+    from cellship.serve.signatures import Signature
 
 _MODEL_PATH = re.compile(r"^(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]*)|/labels/(?P<label>[^/:]*))?"
                          r"(?:(?P<metadata>/metadata)|:(?P<verb>[^/:]*))?/?$")
 VERBS = ("predict", "classify", "regress")
 JSON = "application/json"
+T = TypeVar("T")
+# Probes and scrapes are answered while draining: they are how the drain is seen.
+_ALWAYS_ANSWERED = ("/healthz", "/metrics", "/monitoring/prometheus/metrics", "/v2/health/live",
+                    "/v2/health/ready", "/")
 
 
 @dataclass(frozen=True)
@@ -54,7 +69,10 @@ class ServingConfig:
     max_versions: int = 0  # serve only the newest N versions (0: all on disk)
     intra_op_threads: int = 0  # TensorFlow threads per op (0: TensorFlow's default, all cores)
     inter_op_threads: int = 0  # TensorFlow ops run at once (0: TensorFlow's default)
-    shutdown_timeout_s: float = 10.0  # in-flight requests get this long to finish on stop
+    shutdown_timeout_s: float = 30.0  # in-flight requests get this long to finish on stop
+    request_timeout_s: float = 60.0  # a model call that takes longer answers 504 (0: no limit)
+    drain_grace_s: float = 0.0  # after SIGTERM, keep answering new requests this long
+    grpc_port: int | None = None  # gRPC's port (TF Serving: 8500); 0: any free one; None: off
 
 
 def _mb(n: int) -> str:
@@ -77,8 +95,11 @@ class ModelServer:
         self.repository = Repository({n: Path(p) for n, p in models.items()}, config.batching,
                                      self._executor, max_versions=config.max_versions,
                                      on_batch=self.metrics.observe_batch, log=self._log)
+        self.gate = DrainGate()
         self._runner: web.AppRunner | None = None
+        self._grpc: Any = None
         self.port: int | None = None
+        self.grpc_port: int | None = None
 
     @property
     def url(self) -> str:
@@ -88,11 +109,21 @@ class ModelServer:
             shown = "127.0.0.1"
         return f"http://{shown}:{self.port}"
 
+    @property
+    def grpc_target(self) -> str | None:
+        """``host:port`` for a gRPC channel, or None when gRPC is off."""
+        if self.grpc_port is None:
+            return None
+        return self.url.split("//", 1)[1].rsplit(":", 1)[0] + f":{self.grpc_port}"
+
     # -- lifecycle --------------------------------------------------------------------------
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.config.max_body_bytes,
                               middlewares=[self._errors])
+        from cellship.serve.openinference.rest import add_v2_routes
+
         app.router.add_route("*", "/v1/models/{tail:.*}", self._models)
+        add_v2_routes(app, self)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/monitoring/prometheus/metrics", self._metrics)
@@ -107,10 +138,36 @@ class ModelServer:
                                      shutdown_timeout=self.config.shutdown_timeout_s)
         await self._runner.setup()
         await web.SockSite(self._runner, sock, backlog=1024).start()
+        if self.config.grpc_port is not None:
+            from cellship.errors import MissingDependency
+            from cellship.serve.grpc_server import start_grpc
+
+            try:
+                self._grpc, self.grpc_port = await start_grpc(self, self.config.host,
+                                                               self.config.grpc_port)
+            except MissingDependency as err:
+                self._log(str(err))
         self.repository.start(self.config.poll_interval_s)
+
+    async def drain_and_stop(self) -> None:
+        """SIGTERM's path (see :mod:`cellship.serve.drain`): readiness false, the grace
+        period, refusals with 503, in-flight requests finished, then :meth:`stop`."""
+        grace = self.config.drain_grace_s
+        self._log(f"draining: readiness is false; new requests are answered for {grace:g} s more, "
+                  f"then refused with 503; {self.gate.in_flight} in flight" if grace else
+                  f"draining: readiness is false, new requests get 503; "
+                  f"{self.gate.in_flight} in flight")
+        left = await self.gate.drain(grace, self.config.shutdown_timeout_s)
+        if left:
+            self._log(f"{left} requests were still in flight after {self.config.shutdown_timeout_s:g} s "
+                      "(the shutdown timeout); stopping anyway")
+        await self.stop()
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish, unload everything."""
+        if self._grpc is not None:
+            await self._grpc.stop(grace=self.config.shutdown_timeout_s)
+            self._grpc = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -122,7 +179,10 @@ class ModelServer:
     async def _errors(self, request: web.Request,
                       handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
         try:
-            return await handler(request)
+            if request.path in _ALWAYS_ANSWERED:
+                return await handler(request)
+            with self.gate.request():
+                return await handler(request)
         except RequestError as err:
             return _error(err.status, str(err))
         except web.HTTPRequestEntityTooLarge:
@@ -131,7 +191,8 @@ class ModelServer:
             if err.status == 404:
                 return _error(404, f"No such endpoint: {request.method} {request.path}. This "
                                    "server answers /v1/models/NAME[/versions/N][/metadata|:predict"
-                                   "|:classify|:regress], /healthz and /metrics.")
+                                   "|:classify|:regress], /v2/models/NAME[/versions/N][/ready|"
+                                   "/infer], /v2/health/live|ready, /healthz and /metrics.")
             if err.status == 405:
                 return _error(405, f"{request.method} is not allowed on {request.path}.")
             return _error(err.status, err.reason or "HTTP error")
@@ -143,7 +204,47 @@ class ModelServer:
     def _too_large(self, length: int | None) -> str:
         size = f" is {_mb(length)}" if length is not None else " is too large"
         return (f"The request body{size}; this server accepts at most "
-                f"{_mb(self.config.max_body_bytes)} (cellship serve --max-body-mb).")
+                f"{_mb(self.config.max_body_bytes)} (cellship serve --max-request-bytes).")
+
+    # -- the one path every protocol runs a model through -----------------------------------------
+    async def run_signature(self, name: str, state: "VersionState", signature: "Signature",
+                            tensors: Mapping[str, Any], rows: int | None) -> dict[str, Any]:
+        """Outputs of one request: through the signature's batcher when it can batch
+        (``rows``), else alone on a worker thread; 504 past the request time limit."""
+        if rows is not None:
+            batcher = self.repository.batcher(state, name, signature.info.key)
+            call: Awaitable[dict[str, Any]] = batcher.submit(tensors, rows)
+        else:
+            call = asyncio.get_running_loop().run_in_executor(self._executor, signature.run, tensors)
+        limit = self.config.request_timeout_s
+        if not limit:
+            return await call
+        try:
+            return await asyncio.wait_for(call, limit)
+        except asyncio.TimeoutError:
+            raise RequestError(
+                f"Model {name} version {state.version} did not answer within {limit:g} s (the "
+                "request time limit, cellship serve --request-timeout); the model call may be "
+                "hung or the server overloaded. Retry later, or raise the limit.", 504) from None
+
+    async def measured(self, name: str, verb: str, answer: Callable[[], Awaitable[T]]) -> T:
+        """Run ``answer`` and count it in the request metrics by its outcome."""
+        started = time.perf_counter()
+        code = 200
+        try:
+            return await answer()
+        except RequestError as err:
+            code = err.status
+            raise
+        except asyncio.CancelledError:
+            code = 499  # the client went away before its answer was ready
+            raise
+        except BaseException:
+            code = 500
+            raise
+        finally:
+            self.metrics.observe_request(name if name in self.repository.models else "", verb,
+                                         code, time.perf_counter() - started)
 
     # -- handlers -------------------------------------------------------------------------------
     async def _models(self, request: web.Request) -> web.StreamResponse:
@@ -180,38 +281,29 @@ class ModelServer:
             return _json({"model_version_status": [state_or_none.status_json()]})
         if not model.versions:
             raise not_found(f"Could not find any versions of model {name} in {model.base}.")
+        # TF Serving's answer, plus KServe's v1 readiness shape ({"name", "ready"}), which
+        # KServe's InferenceRESTClient.is_model_ready reads from this same URL.
         return _json({"model_version_status": [s.status_json() for _, s in
-                                               sorted(model.versions.items(), reverse=True)]})
+                                               sorted(model.versions.items(), reverse=True)],
+                      "name": name, "ready": bool(model.available()) and self.gate.ready})
 
     async def _infer(self, request: web.Request, name: str, version: int | None,
                      verb: str) -> web.StreamResponse:
         from cellship.serve.signatures import prepare
 
-        started = time.perf_counter()
-        code = 200
-        try:
+        async def answer() -> web.StreamResponse:
             state = self.repository.model(name).resolve(version)
             body = await self._body(request)
             prepared = prepare(state.loaded(), verb, body)
-            if prepared.rows is not None:
-                batcher = self.repository.batcher(state, name, prepared.signature.info.key)
-                outputs = await batcher.submit(prepared.tensors, prepared.rows)
-            else:
-                outputs = await asyncio.get_running_loop().run_in_executor(
-                    self._executor, prepared.signature.run, prepared.tensors)
+            outputs = await self.run_signature(name, state, prepared.signature, prepared.tensors,
+                                               prepared.rows)
             return web.Response(body=prepared.respond(outputs), content_type=JSON)
-        except RequestError as err:
-            code = err.status
-            raise
-        except asyncio.CancelledError:
-            code = 499  # the client went away before its answer was ready
-            raise
-        except BaseException:
-            code = 500
-            raise
-        finally:
-            self.metrics.observe_request(name if name in self.repository.models else "", verb,
-                                         code, time.perf_counter() - started)
+
+        return await self.measured(name, verb, answer)
+
+    async def body(self, request: web.Request) -> bytes:
+        """The request body, or 413 past the size limit (for the v2 routes too)."""
+        return await self._body(request)
 
     async def _body(self, request: web.Request) -> bytes:
         length = request.content_length
@@ -230,9 +322,14 @@ class ModelServer:
             if errors:
                 entry["errors"] = errors
             models[name] = entry
-        ready = self.repository.ready()
-        return _json({"status": "ready" if ready else "loading", "models": models},
-                     status=200 if ready else 503)
+        ready = self.ready()
+        status = "draining" if not self.gate.ready else "ready" if ready else "loading"
+        return _json({"status": status, "models": models}, status=200 if ready else 503)
+
+    def ready(self) -> bool:
+        """Readiness, as every protocol's probe reports it: every model has a version
+        available and no drain has begun."""
+        return self.gate.ready and self.repository.ready()
 
     async def _metrics(self, request: web.Request) -> web.StreamResponse:
         queued = lambda: sum(b.queued_rows for m in self.repository.models.values()  # noqa: E731
@@ -244,7 +341,8 @@ class ModelServer:
     async def _index(self, request: web.Request) -> web.StreamResponse:
         return _json({"status": "alive",  # KServe's v1 liveness probe reads this
                       "models": {n: f"/v1/models/{n}" for n in self.repository.models},
-                      "health": "/healthz", "metrics": "/metrics"})
+                      "health": "/healthz", "metrics": "/metrics", "v2": "/v2",
+                      "grpc": self.grpc_target})
 
 
 def _version(text: str | None) -> int | None:
@@ -314,7 +412,7 @@ def serve_forever(models: Mapping[str, str | Path], config: ServingConfig,
             await stop.wait()
         finally:
             server._log("stopping: answering the requests in flight, then exiting")
-            await server.stop()
+            await server.drain_and_stop()
 
     loop = new_event_loop()
     try:

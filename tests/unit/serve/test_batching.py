@@ -174,3 +174,23 @@ def test_close_answers_what_was_queued(executor) -> None:
 def test_config_is_checked(kwargs: dict) -> None:
     with pytest.raises(UsageError):
         BatchingConfig(**kwargs)
+
+
+def test_allowed_batch_sizes_pad_each_call_and_drop_the_padding(executor) -> None:
+    model = SlowDoubler(delay=0.0)
+    sizes: list[int] = []
+
+    async def main():
+        config = BatchingConfig(max_batch_size=8, max_wait_ms=50, allowed_batch_sizes=(4, 8))
+        batcher = Batcher(model, config, executor, on_batch=sizes.append)
+        one = await batcher.submit({"x": np.array([[5.0]], dtype=np.float32)}, 1)
+        many = await asyncio.gather(*[batcher.submit({"x": np.array([[i]], dtype=np.float32)}, 1)
+                                      for i in range(6)])
+        await batcher.close()
+        return one, many
+
+    one, many = run(main())
+    assert one["y"].tolist() == [[10.0]]  # one row back, not four
+    assert [r["y"].tolist() for r in many] == [[[2.0 * i]] for i in range(6)]
+    assert model.calls[0] == 4 and all(n in (4, 8) for n in model.calls), model.calls
+    assert sizes == model.calls  # the metric counts the rows the model really ran
