@@ -23,7 +23,7 @@ __version__ = "0.1.0"
 __all__ = ["submit", "submit_script", "jobs", "get_job", "last_job", "Job", "job", "models",
            "batch", "batches", "get_batch", "Batch", "record", "CellshipError",
            "UsageError", "ProgramError", "JobNotFound", "JobFailed", "BackendError",
-           "MissingDependency", "load_ipython_extension", "__version__"]
+           "MissingDependency", "load_ipython_extension", "compare", "__version__"]
 
 # public name -> module that defines it (imported on first use, so ``import cellship`` stays
 # light); ``job`` is the module of in-job helpers itself.
@@ -36,7 +36,8 @@ _LAZY = {"submit": "cellship.train.api", "submit_script": "cellship.train.api",
          "get_batch": "cellship.runs.api", "Batch": "cellship.runs.api",
          "record": "cellship_magics.record",  # kernel-side: it displays through IPython
          "deploy": "cellship.deployment", "undeploy": "cellship.deployment",
-         "deployments": "cellship.deployment"}
+         "deployments": "cellship.deployment",
+         "compare": "cellship.comparison"}  # not cellship.compare: it would shadow the function
 _MODULES = {"job", "models"}
 
 

@@ -24,7 +24,7 @@ from cellship.train.options import (
     spec_from_args,
 )
 from cellship.train.program import HistoryCell, build_program
-from cellship.watch.follow import follow
+from cellship.watch.follow import Followed, follow
 from cellship.watch.logstream import LogLine
 
 JOB_ACTIONS = ("status", "logs", "attach", "cancel", "tensorboard")
@@ -96,6 +96,29 @@ class LiveChart:
             self.handle.update(Pretty(f"job {self.job.name} wrote no TensorBoard scalars"))
 
 
+def _interrupted_line(job: api.Job, cancelling: bool) -> None:
+    if cancelling:
+        print(f"\nInterrupted: cancelling job {job.name} ({job.id})...", flush=True)
+    else:
+        print(f"\nStopped following job {job.name} ({job.id}); it keeps running "
+              f"(`%job {job.id} attach` to follow it again).")
+
+
+def _report(job: api.Job, outcome: Followed[Any]) -> None:
+    """The end of following: the summary, and the cell fails unless the job succeeded
+    (or following stopped and the job goes on)."""
+    if outcome.interrupted and not outcome.cancelled:
+        return
+    print(job.summary(), flush=True)
+    if outcome.cancelled:
+        raise JobFailed(f"Job {job.name} ({job.id}) was cancelled because the cell was "
+                        "interrupted; all of its processes are stopped.", job.id,
+                        "cancelled")
+    if not outcome.succeeded:
+        status = outcome.status or "failed"
+        raise JobFailed(job.failure_report(traceback=False), job.id, status)
+
+
 def _with_batch_options(func: Callable) -> Callable:
     for flags, kwargs in reversed(BATCH_OPTIONS):
         func = magic_arguments.argument(*flags, **kwargs)(func)
@@ -130,34 +153,55 @@ class CellshipMagics(Magics):
                 if number > 0 and source]
 
     def _follow(self, job: api.Job, tf_noise: bool) -> None:
-        """Stream the job's logs and live curves into the cell; interrupting the kernel
-        cancels the job (like interrupting local code) unless it was submitted with
-        --detach."""
+        """Stream the job's logs and live curves into the cell (the widget view where the
+        front end may render widgets, else text lines and a redrawn PNG); interrupting the
+        kernel cancels the job (like interrupting local code) unless it is detached:
+        submitted with --detach, or detached from the view's Detach button."""
+        from cellship_magics.view import widgets_wanted
+
+        if widgets_wanted(self.shell):
+            self._follow_view(job, tf_noise)
+        else:
+            self._follow_text(job, tf_noise)
+
+    def _follow_text(self, job: api.Job, tf_noise: bool) -> None:
         chart = LiveChart(job)
 
         def interrupted(cancelling: bool) -> None:
             chart.finish()
-            if cancelling:
-                print(f"\nInterrupted: cancelling job {job.name} ({job.id})...", flush=True)
-            else:
-                print(f"\nStopped following job {job.name} ({job.id}); it keeps running "
-                      f"(`%job {job.id} attach` to follow it again).")
+            _interrupted_line(job, cancelling)
 
         outcome = follow(job, lambda: job.follow(_print_line, tf_noise=tf_noise,
                                                  on_metric=chart.add, on_idle=chart.tick),
-                         cancel=not job.record.detached, on_interrupt=interrupted)
-        if outcome.interrupted and not outcome.cancelled:
-            return
+                         cancel=lambda: not job.record.detached, on_interrupt=interrupted)
         if not outcome.interrupted:
             chart.finish()
-        print(job.summary(), flush=True)
+        _report(job, outcome)
+
+    def _follow_view(self, job: api.Job, tf_noise: bool) -> None:
+        from cellship_magics.view import JobView
+
+        view = JobView(job, following=True)
+        view.show()
+
+        def interrupted(cancelling: bool) -> None:
+            view.widget.message = f"Interrupted: cancelling job {job.name} ({job.id})..." \
+                if cancelling else ""
+            _interrupted_line(job, cancelling)
+
+        outcome = follow(job, lambda: job.follow(view.line, tf_noise=tf_noise,
+                                                 on_metric=view.metric, on_idle=view.tick,
+                                                 on_event=view.event),
+                         cancel=lambda: not job.record.detached, on_interrupt=interrupted)
         if outcome.cancelled:
-            raise JobFailed(f"Job {job.name} ({job.id}) was cancelled because the cell was "
-                            "interrupted; all of its processes are stopped.", job.id,
-                            "cancelled")
-        if not outcome.succeeded:
-            status = outcome.status or "failed"
-            raise JobFailed(job.failure_report(traceback=False), job.id, status)
+            message = "Cancelled because the cell was interrupted: every process is stopped."
+        elif outcome.interrupted:
+            message = (f"Detached: the job keeps running; `%job {job.id} attach` follows it "
+                       "again (after a kernel restart too).")
+        else:
+            message = ""
+        view.finish(message)
+        _report(job, outcome)
 
     @_with_job_options
     @cell_magic
@@ -165,8 +209,11 @@ class CellshipMagics(Magics):
         """Run this cell as a distributed TensorFlow job.
 
         The cell runs on every worker, with the imports, functions, classes and constants
-        it needs from earlier cells. Logs of every replica stream here; interrupting the
-        kernel cancels the job (unless --detach). Examples::
+        it needs from earlier cells. Under the cell, the job's view: a row per replica,
+        progress bars, live curves, the logs, and Cancel/Detach/TensorBoard buttons (a
+        widget; the final curves as a PNG and the logs as text stay beside it for front
+        ends without widgets; ``CELLSHIP_VIEW=text`` prints text lines instead).
+        Interrupting the kernel cancels the job (unless --detach). Examples::
 
             %%train --workers 2
             %%train --workers 2 --ps 1 --max-restarts 1 --name digits
@@ -198,13 +245,21 @@ class CellshipMagics(Magics):
     @line_magic
     def jobs(self, line: str) -> None:
         """List cellship jobs, newest first: ``%jobs [STATUS]``."""
+        from cellship_magics.view import widgets_wanted
+
         status = line.strip() or None
         try:
-            print(api.jobs_table(api.jobs(status=status, limit=50)))
+            jobs = api.jobs(status=status, limit=50)
         except CellshipError:
             raise
         except ValueError as err:
             raise UsageError(str(err)) from None
+        if widgets_wanted(self.shell):
+            from cellship_magics.jobstable import show_jobs
+
+            show_jobs(jobs)
+        else:
+            print(api.jobs_table(jobs))
 
     @magic_arguments.magic_arguments()
     @magic_arguments.argument("job", metavar="JOB", help="job id, id prefix or unique name")

@@ -65,9 +65,24 @@ def _open_notebook(page, lab: Lab, path: str) -> None:
 
 
 def _run_all(page) -> None:
-    """Run > Run All Cells, then wait until the first cell has run (its prompt is [1])."""
-    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
-    page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Run All Cells$")).click()
+    """Run > Run All Cells, then wait until the first cell has run (its prompt is [1]).
+    Once more if nothing started: on a loaded machine the first kernel websocket of a
+    notebook can fail (a jupyter_server race, "'NoneType' object has no attribute
+    'kernel_ws_protocol'") or the kernel be not quite connected, and the request is lost."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for _ in range(3):
+        page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+        page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Run All Cells$")).click()
+        try:
+            page.wait_for_function(
+                "() => /\\[(1|\\*)\\]/.test(document.querySelector("
+                "'.jp-Notebook .jp-Cell .jp-InputPrompt')?.textContent ?? '')", timeout=20_000)
+            break
+        except PlaywrightTimeout:
+            page.wait_for_timeout(2000)
+    else:
+        raise AssertionError("Run All Cells never started the notebook's first cell")
     page.wait_for_function(
         "() => /\\[1\\]/.test(document.querySelector('.jp-Notebook .jp-Cell .jp-InputPrompt')?.textContent ?? '')",
         timeout=60_000)

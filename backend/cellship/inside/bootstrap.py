@@ -10,13 +10,14 @@ joins its peers (so a peer that never comes up fails the job instead of hanging 
 from __future__ import annotations
 
 import atexit
+import importlib.util
 import json
 import os
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, MutableMapping
+from typing import Any, Callable, MutableMapping
 
 SHIPPED_FILE = "shipped.pkl"
 
@@ -149,6 +150,163 @@ def _start_relay(config: dict) -> None:
     atexit.register(relay.close)
 
 
+# -- training progress -----------------------------------------------------------------
+PROGRESS_INTERVAL = 0.25  # seconds between two progress events of one replica
+
+
+def _emit_event(kind: str, **fields: Any) -> None:
+    """One event line on fd 1, fenced by newlines (see :class:`MetricsRelay`)."""
+    from cellship.inside.relay import encode_event
+
+    os.write(1, ("\n" + encode_event(kind, **fields) + "\n").encode("utf-8"))
+
+
+def _floats(logs: Any) -> dict[str, float]:
+    """Keras's logs as plain floats (they may be numpy or tensor scalars); others dropped."""
+    out: dict[str, float] = {}
+    for key, value in dict(logs or {}).items():
+        try:
+            out[str(key)] = float(value)
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+def progress_callback(base: type) -> Any:
+    """A Keras callback (subclass of ``base``: Keras 3's or tf_keras's ``Callback``) that
+    sends structured progress through the log stream: where in which epoch this replica
+    is, and the batch and epoch logs. The notebook's progress bars and live curves are
+    built from these events, never from parsing Keras's text."""
+
+    class CellshipProgress(base):
+        def __init__(self) -> None:
+            super().__init__()
+            self.epoch = 0
+            self.last = 0.0
+
+        def _params(self) -> tuple[Any, Any]:
+            params = getattr(self, "params", None) or {}
+            return params.get("epochs"), params.get("steps")
+
+        def on_train_begin(self, logs: Any = None) -> None:
+            epochs, steps = self._params()
+            _emit_event("train_begin", epochs=epochs, steps=steps, t=time.time())
+
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            self.epoch = int(epoch) + 1
+            epochs, steps = self._params()
+            self.last = time.monotonic()
+            _emit_event("epoch_begin", epoch=self.epoch, epochs=epochs, steps=steps, step=0,
+                        t=time.time())
+
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            epochs, steps = self._params()
+            now = time.monotonic()
+            if now - self.last < PROGRESS_INTERVAL and (steps is None or batch + 1 < steps):
+                return
+            self.last = now
+            _emit_event("progress", epoch=self.epoch, epochs=epochs, steps=steps,
+                        step=int(batch) + 1, t=time.time(), logs=_floats(logs))
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            epochs, steps = self._params()
+            _emit_event("epoch_end", epoch=int(epoch) + 1, epochs=epochs, steps=steps,
+                        t=time.time(), logs=_floats(logs))
+
+        def on_train_end(self, logs: Any = None) -> None:
+            _emit_event("train_end", epoch=self.epoch, t=time.time())
+
+    return CellshipProgress
+
+
+def _patch_fit(model_class: type, callback_base: type) -> None:
+    """Add the progress callback to every ``fit``; print one line per epoch (``verbose=2``)
+    unless the user chose a verbosity: the per-batch bar is the notebook view's job now,
+    and a half-drawn bar would be cut into a log line by every event line."""
+    import functools
+
+    original = model_class.fit  # type: ignore[attr-defined]
+    if getattr(original, "_cellship_hooked", False):
+        return
+    callback_class = progress_callback(callback_base)
+
+    @functools.wraps(original)
+    def fit(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if len(args) <= 4:  # callbacks is fit's 6th parameter: positional ones are left alone
+            callbacks = list(kwargs.get("callbacks") or [])
+            if not any(isinstance(c, callback_class) for c in callbacks):
+                callbacks.append(callback_class())
+            kwargs["callbacks"] = callbacks
+            kwargs.setdefault("verbose", 2)
+        return original(self, *args, **kwargs)
+
+    fit._cellship_hooked = True  # type: ignore[attr-defined]
+    model_class.fit = fit  # type: ignore[attr-defined]
+
+
+def _patch_keras(module: Any) -> None:
+    """``keras`` (Keras 3) or ``tf_keras`` was imported: hook its Model.fit."""
+    try:
+        _patch_fit(module.Model, module.callbacks.Callback)
+    except AttributeError as err:  # an unexpected Keras layout: no progress, training unharmed
+        print(f"cellship: no training progress from {module.__name__}: {err}",
+              file=sys.stderr, flush=True)
+
+
+class _AfterImport:
+    """A ``sys.meta_path`` finder that runs a hook right after a module is first imported,
+    so Keras is hooked without the bootstrap importing it (TensorFlow takes seconds to
+    import, and the user's cell may choose Keras's backend before it does)."""
+
+    def __init__(self, hooks: dict[str, Callable[[Any], None]]) -> None:
+        self.hooks = hooks
+        self.busy: set[str] = set()
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name not in self.hooks or name in self.busy:
+            return None
+        self.busy.add(name)
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            self.busy.discard(name)
+        if spec is None or spec.loader is None:
+            return None
+        spec.loader = _HookedLoader(spec.loader, self.hooks[name])  # type: ignore[assignment]
+        return spec
+
+
+class _HookedLoader:
+    """Wraps a module's loader: execute the module, then the hook; anything else a loader
+    answers (resources, source) is the wrapped loader's."""
+
+    def __init__(self, loader: Any, hook: Callable[[Any], None]) -> None:
+        self._loader = loader
+        self._hook = hook
+
+    def create_module(self, spec: Any) -> Any:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        self._loader.exec_module(module)
+        self._hook(module)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loader, name)
+
+
+def _hook_keras() -> None:
+    if os.environ.get("CELLSHIP_PROGRESS", "1") != "1":
+        return
+    hooks = {"keras": _patch_keras, "tf_keras": _patch_keras}
+    for name in list(hooks):
+        if name in sys.modules:
+            _patch_keras(sys.modules[name])
+            del hooks[name]
+    if hooks:
+        sys.meta_path.insert(0, _AfterImport(hooks))  # type: ignore[arg-type]
+
+
 def _serve_forever() -> None:
     """A ParameterServerStrategy ``worker`` or ``ps`` replica: a TF server, nothing else.
 
@@ -186,6 +344,7 @@ def start(namespace: MutableMapping[str, Any], shipped: bool = False) -> None:
     replicas = sum(len(v) for v in cluster.values())
     report("started")
     _start_relay(config)
+    _hook_keras()
     if shipped:
         _load_shipped(namespace)
     if "ps" in cluster and task_type in ("worker", "ps"):

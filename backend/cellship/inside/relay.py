@@ -48,8 +48,10 @@ def encode_relay(point: ScalarPoint) -> str:
 
 
 def is_relay(text: str) -> bool:
-    """Whether a log line is a metric relay line (to be hidden from the log display)."""
-    return text.lstrip("\r\n").startswith(RELAY_MARK)
+    """Whether a log line is a relay line, a metric or a progress event (to be hidden
+    from the log display)."""
+    text = text.lstrip("\r\n")
+    return text.startswith(RELAY_MARK) or text.startswith(EVENT_MARK)
 
 
 def _number(value: Any) -> float | None:
@@ -76,3 +78,39 @@ def decode_relay(text: str) -> ScalarPoint | None:
             or not math.isfinite(wall_time)):
         return None
     return ScalarPoint(run=run, tag=tag, step=step, wall_time=wall_time, value=value)
+
+
+# -- structured events ------------------------------------------------------------------
+# Training progress (Keras callback in the bootstrap) travels the same way as scalars, with
+# its own mark: one JSON object per line, ``{"kind": ..., ...}``. Kinds: ``train_begin``,
+# ``epoch_begin``, ``progress`` (a batch ended), ``epoch_end``, ``train_end``.
+EVENT_MARK = "\x1ecellship-event "
+EVENT_KINDS = ("train_begin", "epoch_begin", "progress", "epoch_end", "train_end")
+
+
+def encode_event(kind: str, **fields: Any) -> str:
+    """One log line (without newline) carrying a progress event; fields must be JSON."""
+    body = {"kind": kind, **fields}
+    return EVENT_MARK + json.dumps(body, separators=(",", ":"), default=_jsonable)
+
+
+def _jsonable(value: Any) -> Any:
+    """numpy scalars and the like (``float()``-able); anything else as its text."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def decode_event(text: str) -> dict[str, Any] | None:
+    """The event carried by an event line, or None for any other (or a damaged) line."""
+    text = text.lstrip("\r\n")
+    if not text.startswith(EVENT_MARK):
+        return None
+    try:
+        body = json.loads(text[len(EVENT_MARK):])
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(body, dict) or body.get("kind") not in EVENT_KINDS:
+        return None
+    return body

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
 from cellship.durations import parse_duration
 from cellship.errors import CellshipError, JobFailed, UsageError
+from cellship.inside.relay import decode_event
 from cellship.plugins import default_backend
 from cellship.store import JobRecord, Store
 from cellship.train.backend import Backend
@@ -107,16 +108,24 @@ class Job:
 
     def follow(self, emit: Callable[[LogLine], None], tf_noise: bool = False,
                on_metric: Callable[[ScalarPoint], None] | None = None,
-               on_idle: Callable[[], None] | None = None) -> JobRecord:
+               on_idle: Callable[[], None] | None = None,
+               on_event: Callable[[str, dict[str, Any]], None] | None = None) -> JobRecord:
         """Stream the job until it ends: log lines to ``emit``, relayed scalars to
-        ``on_metric``; ``on_idle`` runs while nothing new arrives. Returns the final record."""
+        ``on_metric``, progress events to ``on_event(replica, event)``; ``on_idle`` runs
+        while nothing new arrives. Returns the final record."""
         for line in self._backend.logs(self.record, follow=True, tf_noise=tf_noise,
                                        on_idle=on_idle):
-            point = decode_relay(line.text)
-            if point is None:
+            if not is_relay(line.text):
                 emit(line)
-            elif on_metric is not None:
-                on_metric(point)
+                continue
+            point = decode_relay(line.text)
+            if point is not None:
+                if on_metric is not None:
+                    on_metric(point)
+            elif on_event is not None:
+                event = decode_event(line.text)
+                if event is not None:
+                    on_event(line.replica, event)
         return self.wait()
 
     def metrics(self) -> "pandas.DataFrame":

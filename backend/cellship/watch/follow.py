@@ -60,15 +60,22 @@ class Followed(Generic[R]):
         return 0 if self.succeeded else 1
 
 
-def follow(work: Cancellable[R], stream: Callable[[], R], *, cancel: bool = True,
+def follow(work: Cancellable[R], stream: Callable[[], R], *,
+           cancel: bool | Callable[[], bool] = True,
            on_interrupt: Callable[[bool], None] | None = None) -> Followed[R]:
     """Run ``stream`` (which follows ``work`` and returns its final record) until it
     returns; on KeyboardInterrupt call ``on_interrupt(cancel)`` (a caller's "cancelling
     ..." line, printed before a cancel that may take a few seconds), then ``work.cancel()``
-    unless ``cancel`` is False (detached work: stop following, keep it running)."""
+    unless ``cancel`` is False (detached work: stop following, keep it running).
+
+    ``cancel`` may be a function asked at the interrupt: work detached while it was being
+    followed (the notebook view's Detach button marks the job, then interrupts) is left
+    running."""
     try:
         return Followed(stream())
     except KeyboardInterrupt:
+        if callable(cancel):
+            cancel = cancel()
         if on_interrupt is not None:
             on_interrupt(cancel)
         if not cancel:
