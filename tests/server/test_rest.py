@@ -62,9 +62,26 @@ async def test_list_follows_changes_and_deletions(call, store, cellship_home: Pa
 
 
 async def test_bad_filters_are_400(call) -> None:
-    for params in ({"status": "exploded"}, {"limit": "lots"}, {"limit": "0"}):
-        reply = await call("GET", "jobs", params=params)
+    for params in ({"status": "exploded"}, {"limit": "lots"}, {"limit": "0"},
+                   {"offset": "99999999999999999999"}, {"offset": "9" * 5000}):
+        reply = await call("GET", "jobs", params=params, validate=params.get("offset") is None)
         assert reply.code == 400 and reply.json()["code"] == 400, params
+    assert (await call("GET", "batches", params={"limit": "0"})).code == 400
+
+
+async def test_the_end_event_names_the_status_without_following(call, store, cellship_home: Path) -> None:
+    job = fake_job(store, cellship_home, status="failed", logs={"worker-0": "one\n"})
+    events = _events((await call("GET", f"jobs/{job.id}/logs", params={"follow": "false"})).body)
+    assert events[-1]["event"] == "end" and json.loads(events[-1]["data"]) == {"status": "failed"}
+
+
+async def test_methods_no_handler_defines_are_403_without_the_token(jp_fetch) -> None:
+    from tornado.httpclient import HTTPClientError
+
+    with pytest.raises(HTTPClientError) as info:
+        await jp_fetch("cellship", "api", "version", method="PUT", body=b"{}",
+                       headers={"Authorization": ""})
+    assert info.value.code == 403
 
 
 async def test_detail_has_replicas_events_and_paths(call, store, cellship_home: Path) -> None:

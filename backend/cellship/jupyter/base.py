@@ -19,6 +19,7 @@ import json
 import os
 from pathlib import Path
 from typing import Any, Callable, TypeVar
+from urllib.parse import parse_qsl, urlencode
 
 import tornado.web
 from jupyter_server.base.handlers import APIHandler
@@ -31,6 +32,7 @@ from cellship.train.backend import Backend
 from cellship.train.backends import get_backend
 
 API_VERSION = 1
+SQLITE_MAX_INT = 2**63 - 1  # the largest integer SQLite stores or compares
 CAPABILITIES = ("jobs", "logs", "metrics", "tensorboard", "batches", "models")
 
 T = TypeVar("T")
@@ -85,8 +87,38 @@ def inside(root: str | Path, relative: str) -> Path:
     return Path(target)
 
 
+SECRET_PARAMETERS = frozenset({"token", "_xsrf", "access_token"})
+
+
+def scrub_uri(uri: str) -> str:
+    """``uri`` with the values of credential query parameters replaced: what may be
+    logged. (Jupyter scrubs its access log, but tornado's warning for each 4xx prints
+    the raw URI: ``?token=`` ended up in the server's log.)"""
+    path, sep, query = uri.partition("?")
+    if not sep:
+        return uri
+    pairs = parse_qsl(query, keep_blank_values=True)
+    return path + "?" + urlencode([(k, "[secret]" if k.lower() in SECRET_PARAMETERS else v)
+                                   for k, v in pairs], safe="[]")
+
+
 class CellshipHandler(APIHandler):
     """Base: JSON errors, the store, and blocking work off the event loop."""
+
+    def _request_summary(self) -> str:
+        """What tornado's log lines name the request by, with credentials scrubbed."""
+        return f"{self.request.method} {scrub_uri(self.request.uri or '')} ({self.request.remote_ip})"
+
+    async def prepare(self) -> None:  # type: ignore[override]
+        """Authentication before anything else. ``@tornado.web.authenticated`` guards each
+        method, but a method a handler does not define (PUT, PATCH) would answer 405 to
+        anyone; here every request without the token or login cookie is refused (403)
+        whatever its method, so an unauthenticated caller learns nothing of the API.
+        Jupyter's own prepare has already checked the XSRF token of mutating requests."""
+        await super().prepare()
+        if self.current_user is None:
+            raise self.fail(403, "Forbidden: authenticate with the Jupyter server's token "
+                                 "(header Authorization: token TOKEN) or its login cookie.")
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         message = self._reason
@@ -101,10 +133,10 @@ class CellshipHandler(APIHandler):
     def fail(self, status: int, message: str) -> tornado.web.HTTPError:
         return tornado.web.HTTPError(status, message)
 
-    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn`` in a worker thread; a CellshipError becomes its 4xx."""
         try:
-            return await asyncio.to_thread(fn, *args)
+            return await asyncio.to_thread(fn, *args, **kwargs)
         except CellshipError as err:
             raise self.fail(status_of(err), str(err)) from err
 
@@ -123,7 +155,10 @@ class CellshipHandler(APIHandler):
         return data
 
     def int_argument(self, name: str, default: int | None, low: int = 0,
-                     high: int | None = None) -> int | None:
+                     high: int = SQLITE_MAX_INT) -> int | None:
+        """Query parameter ``name`` as a whole number in ``low..high`` (400 otherwise). The
+        bound defaults to SQLite's largest integer: a bigger one cannot reach a query
+        (``?offset=99999999999999999999`` was a 500, an OverflowError in sqlite3)."""
         raw = self.get_query_argument(name, None)
         if raw is None or raw == "":
             return default
@@ -131,9 +166,9 @@ class CellshipHandler(APIHandler):
             value = int(raw)
         except ValueError:
             raise self.fail(400, f"Query parameter {name} must be a whole number, got {raw!r}.") from None
-        if value < low or (high is not None and value > high):
-            raise self.fail(400, f"Query parameter {name} must be between {low} and "
-                                 f"{high if high is not None else 'any'}, got {value}.")
+        if value < low or value > high:
+            raise self.fail(400, f"Query parameter {name} must be between {low} and {high}, "
+                                 f"got {value}.")
         return value
 
     def bool_argument(self, name: str, default: bool) -> bool:

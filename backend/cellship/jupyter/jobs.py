@@ -80,6 +80,18 @@ class JobCancelHandler(CellshipHandler):
         self.reply(await self.call(views.job_detail, job, self.root_dir, store()))
 
 
+class JobDetachHandler(CellshipHandler):
+    """The notebook job view's Detach: the kernel following the job is busy running the
+    cell and cannot take a widget message, so the view marks the job here, then
+    interrupts the kernel; the follower, seeing the job detached, stops and keeps it."""
+
+    @tornado.web.authenticated
+    async def post(self, job_id: str) -> None:
+        job = await self.call(self.job, job_id)
+        await self.call(store().update_job, job.id, detached=True)
+        self.reply(await self.call(views.job_detail, job, self.root_dir, store()))
+
+
 class JobMetricsHandler(CellshipHandler):
     @tornado.web.authenticated
     async def get(self, job_id: str) -> None:

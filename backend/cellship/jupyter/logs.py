@@ -46,7 +46,7 @@ class JobLogsHandler(CellshipHandler):
             self.reply({"id": record.id, "status": record.status, "done": record.done,
                         "offset": _cursor_text(offsets), "lines": lines})
             return
-        await self._stream(job, replicas, offsets, follow, tf_noise)
+        await self._stream(job, replicas, offsets, follow, tf_noise, record.status)
 
     def _replicas(self, record: JobRecord) -> list[tuple[str, str]]:
         """(label, log path) of the replicas asked for (``?replica=KEY``, default all). The
@@ -88,7 +88,9 @@ class JobLogsHandler(CellshipHandler):
         return out
 
     async def _stream(self, job: Job, replicas: list[tuple[str, str]], offsets: list[int],
-                      follow: bool, tf_noise: bool) -> None:
+                      follow: bool, tf_noise: bool, status: str) -> None:
+        """Stream from ``offsets``; ``status`` is the job's as the request found it (what the
+        ``end`` event reports with ``follow=false``; following re-reads it)."""
         self.set_header("Content-Type", "text/event-stream; charset=utf-8")
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")  # proxies must not hold the stream back
@@ -96,7 +98,6 @@ class JobLogsHandler(CellshipHandler):
             self.write("retry: 2000\n\n")
             await self.flush()
             done, last_check, last_write = False, 0.0, time.monotonic()
-            status: str | None = None
             while True:
                 if follow and time.monotonic() - last_check >= DONE_CHECK_SECONDS:
                     record = await self.call(lambda: job.record)

@@ -20,6 +20,7 @@ ROUTES: list[tuple[str, type]] = [
     (f"jobs/{_ID.format('job_id')}/logs", logs.JobLogsHandler),
     (f"jobs/{_ID.format('job_id')}/metrics", jobs.JobMetricsHandler),
     (f"jobs/{_ID.format('job_id')}/cancel", jobs.JobCancelHandler),
+    (f"jobs/{_ID.format('job_id')}/detach", jobs.JobDetachHandler),
     (f"jobs/{_ID.format('job_id')}/tensorboard", jobs.JobTensorBoardHandler),
     (f"jobs/{_ID.format('job_id')}/files", jobs.JobFilesHandler),
     ("batches", batches.BatchesHandler),

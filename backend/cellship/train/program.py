@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 from cellship.errors import ProgramError
-from cellship.train.scoping import bound_names, free_globals, read_before_bound
+from cellship.train.scoping import bound_names, free_globals, read_before_bound, read_in_functions
 
 _BUILTINS = frozenset(dir(builtins)) | {"__file__", "__name__", "__doc__", "__builtins__",
                                         "__spec__", "__loader__", "__package__"}
@@ -91,6 +91,7 @@ def build_program(cell: str, history: Sequence[HistoryCell] = (),
     syntax that cannot run outside the kernel, or names that cannot be shipped.
     """
     ship = tuple(ship)
+    _check_text(cell, "the cell", line_offset)
     cell_source, notes = _strip_ipython(cell, line_offset)
     cell_future, cell_source = _take_future(cell_source, cell=-1)
     try:
@@ -98,6 +99,8 @@ def build_program(cell: str, history: Sequence[HistoryCell] = (),
     except SyntaxError as err:  # what ast accepts but the compiler refuses (e.g. `nonlocal x`)
         raise ProgramError(f"Syntax error at line {(err.lineno or 0) + line_offset} of the cell: "
                            f"{err.msg}. Fix the cell and run it again; nothing was started.") from None
+    except (RecursionError, MemoryError):
+        raise ProgramError(_TOO_DEEP) from None
 
     statements = [s for h in history for s in classify_cell(h)]
     last_definition: dict[str, Statement] = {}
@@ -110,7 +113,7 @@ def build_program(cell: str, history: Sequence[HistoryCell] = (),
     included: dict[int, Statement] = {}
     unshippable: dict[str, Statement | None] = {}
     seen: set[str] = set()
-    queue = sorted(cell_globals)
+    queue = sorted(cell_globals | _maybe_read_early(cell_source, cell_globals, last_definition))
     while queue:
         name = queue.pop()
         if name in seen:
@@ -143,16 +146,76 @@ def build_program(cell: str, history: Sequence[HistoryCell] = (),
         raise ProgramError(_unshippable_message(unshippable))
 
     context = tuple(s for s in statements if id(s) in included) + tuple(cell_future)
+    for stmt in cell_future:  # rendered above the bootstrap: checked on their own lines
+        _check_compiles(stmt.source, 1, "the cell", line_offset + stmt.line - 1)
     source, first_line = _render(context, cell_source, namespace, bool(shipped))
+    _check_compiles(source, first_line, "the cell", line_offset)
     return Program(source=source, cell_first_line=first_line, context=context,
                    shipped=shipped, notes=tuple(notes))
 
 
+def _maybe_read_early(cell: str, needed: set[str], last: Mapping[str, Statement]) -> set[str]:
+    """Names the cell binds itself but its functions read as globals: a call before the
+    binding reads the kernel's value, so one that can be shipped as code is (a constant,
+    an import, a definition: harmless when the cell rebinds it). A run-time value is not
+    demanded: that would refuse the common ``def f(): return model`` / ``model = ...``."""
+    try:
+        late = read_in_functions(cell) - needed
+    except (SyntaxError, RecursionError, MemoryError):
+        return set()
+    return {name for name in late if name in last and last[name].kind != "runtime"
+            and not _self_referential(last[name])}
+
+
 # -- the cell ------------------------------------------------------------------------------
+
+_TOO_DEEP = ("The cell nests expressions too deeply for Python's parser (a very long chain of "
+             "operators, brackets or unary signs); split it into smaller expressions. "
+             "Nothing was started.")
+
+
+_NOT_TEXT = re.compile("[\ud800-\udfff\x00]")
+
+
+def _check_text(source: str, what: str, line_offset: int = 0) -> None:
+    """A lone surrogate (what a notebook's JSON can carry as ``\\ud800``) or a NUL is not
+    text Python can parse or a file can hold: name its line rather than fail on encoding
+    (or say "syntax error" with no line)."""
+    found = _NOT_TEXT.search(source)
+    if found is not None:
+        line = len(_split_lines(source[:found.start()])) + line_offset
+        if found.group() == "\x00":
+            raise ProgramError(f"Line {line} of {what} holds a NUL character (\\0), which Python "
+                               "source cannot contain; remove it. Nothing was started.")
+        raise ProgramError(f"Line {line} of {what} holds U+{ord(found.group()):04X}, half of a "
+                           "surrogate pair, which is not a character; remove it (or write it "
+                           "as an escape such as '\\ud800' inside a string). Nothing was "
+                           "started.")
+
+
+def _check_compiles(source: str, first_line: int, what: str, line_offset: int = 0) -> None:
+    """Compile the program as the replicas will: what ``ast.parse`` accepts but the
+    compiler refuses (``return`` or ``break`` at the top level, top-level ``await``,
+    ``from __future__ import braces``) is reported against the cell's own line before
+    anything starts, not as a traceback of program.py in every replica's log."""
+    try:
+        compile(source, "program.py", "exec", dont_inherit=True)
+    except SyntaxError as err:
+        line = (err.lineno or first_line) - first_line + 1
+        where = (f"line {line + line_offset} of {what}" if line >= 1
+                 else "the code taken from earlier cells")
+        raise ProgramError(f"Syntax error at {where}: {err.msg}. The job runs the cell as a "
+                           "plain Python script; fix it and run it again; nothing was "
+                           "started.") from None
+    except (RecursionError, MemoryError):
+        raise ProgramError(_TOO_DEEP) from None
+
 
 def _parse(source: str, what: str, line_offset: int = 0) -> ast.Module:
     try:
         return ast.parse(source)
+    except (RecursionError, MemoryError):
+        raise ProgramError(_TOO_DEEP) from None
     except SyntaxError as err:
         where = f"line {err.lineno + line_offset} of {what}" if err.lineno else what
         text = (err.text or "").rstrip("\n")
@@ -282,7 +345,7 @@ def classify_cell(cell: HistoryCell) -> list[Statement]:
     """
     try:
         tree = ast.parse(cell.source)
-    except SyntaxError:
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # ValueError: surrogates
         return []
     lines = _split_lines(cell.source)
     out: list[Statement] = []
@@ -295,7 +358,7 @@ def classify_cell(cell: HistoryCell) -> list[Statement]:
         try:
             defines = frozenset(bound_names(text))
             uses = frozenset(free_globals(text))
-        except SyntaxError:
+        except (SyntaxError, RecursionError, MemoryError):
             # A statement that parses only in its cell's context (e.g. `return` misuse):
             # it cannot be shipped as code; its names count as run-time values.
             defines, uses, kind = frozenset(), frozenset(), "runtime"
@@ -419,11 +482,15 @@ def _take_future(source: str, cell: int = 0) -> tuple[list[Statement], str]:
 
 def program_from_script(source: str, filename: str) -> Program:
     """A program for ``cellship train FILE.py``: the script as it is, with the bootstrap."""
+    _check_text(source, filename)
     try:
         ast.parse(source, filename=filename)
     except SyntaxError as err:
         raise ProgramError(f"Syntax error in {filename}, line {err.lineno}: {err.msg}. "
                            "Nothing was started.") from None
+    except (RecursionError, MemoryError):
+        raise ProgramError(_TOO_DEEP.replace("The cell", filename)) from None
     future, body = _take_future(source)
     text, first = _render(future, body, None, False)
+    _check_compiles(text, first, filename)
     return Program(source=text, cell_first_line=first, context=tuple(future))

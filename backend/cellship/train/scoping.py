@@ -18,6 +18,18 @@ def free_globals(source: str) -> set[str]:
     table = symtable.symtable(source, "<cell>", "exec")
     bound = {s.get_name() for s in table.get_symbols() if s.is_local()}
     used = {s.get_name() for s in table.get_symbols() if s.is_referenced() and not s.is_local()}
+    return (used | _nested_reads(table)) - bound
+
+
+def read_in_functions(source: str) -> set[str]:
+    """Global names the code's functions (and lambdas, class bodies) read, bound at
+    module level or not: a function called before the cell binds such a name reads the
+    kernel's value (``def f(): global a; a = a + 1`` / ``f()`` / ``a = 0``)."""
+    return _nested_reads(symtable.symtable(source, "<cell>", "exec"))
+
+
+def _nested_reads(table: symtable.SymbolTable) -> set[str]:
+    used: set[str] = set()
 
     def visit(t: symtable.SymbolTable) -> None:
         for sym in t.get_symbols():
@@ -28,28 +40,41 @@ def free_globals(source: str) -> set[str]:
 
     for child in table.get_children():
         visit(child)
-    return used - bound
+    return used
 
 
 class _ReadBeforeBound(ast.NodeVisitor):
     """Module-level names read before the code itself binds them, in evaluation order
-    (``x = x / 255.0`` reads ``x`` from an earlier cell). Function and class bodies run
-    later or in their own scope and are not entered; comprehension variables are local."""
+    (``x = x / 255.0`` reads ``x`` from an earlier cell). Function bodies run later and
+    are not entered; comprehension variables are local. Class bodies run at once, in a
+    scope of their own that their comprehensions do not see: ``class K: v = b`` before
+    ``b = 2`` reads ``b`` from an earlier cell (found by the %%train fuzzer)."""
 
     def __init__(self) -> None:
         self.bound: set[str] = set()
         self.early: set[str] = set()
-        self.local: list[set[str]] = []
+        self.local: list[tuple[bool, set[str]]] = []  # (is a class body, names), innermost last
 
     def _read(self, name: str) -> None:
-        if name not in self.bound and not any(name in scope for scope in self.local):
+        for depth, (is_class, names) in enumerate(reversed(self.local)):
+            if is_class and depth:
+                continue  # a class's names are not visible to the scopes nested in it
+            if name in names:
+                return
+        if name not in self.bound:
             self.early.add(name)
+
+    def _bind(self, name: str) -> None:
+        if self.local and self.local[-1][0]:
+            self.local[-1][1].add(name)  # a class attribute, not a module-level name
+        else:
+            self.bound.add(name)
 
     def visit_Name(self, node: ast.Name) -> None:
         if isinstance(node.ctx, ast.Load):
             self._read(node.id)
         else:
-            self.bound.add(node.id)
+            self._bind(node.id)
 
     def visit_Assign(self, node: ast.Assign) -> None:
         self.visit(node.value)
@@ -65,7 +90,7 @@ class _ReadBeforeBound(ast.NodeVisitor):
         if isinstance(node.target, ast.Name):
             self._read(node.target.id)
             self.visit(node.value)
-            self.bound.add(node.target.id)
+            self._bind(node.target.id)
         else:
             self.visit(node.value)
             self.visit(node.target)
@@ -85,7 +110,7 @@ class _ReadBeforeBound(ast.NodeVisitor):
     def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
         for expr in node.decorator_list + node.args.defaults + [d for d in node.args.kw_defaults if d]:
             self.visit(expr)
-        self.bound.add(node.name)
+        self._bind(node.name)
 
     visit_AsyncFunctionDef = visit_FunctionDef
 
@@ -96,12 +121,16 @@ class _ReadBeforeBound(ast.NodeVisitor):
     def visit_ClassDef(self, node: ast.ClassDef) -> None:
         for expr in node.decorator_list + node.bases + [k.value for k in node.keywords]:
             self.visit(expr)
-        self.bound.add(node.name)
+        self.local.append((True, set()))
+        for stmt in node.body:
+            self.visit(stmt)
+        self.local.pop()
+        self._bind(node.name)
 
     def visit_Import(self, node: ast.Import | ast.ImportFrom) -> None:
         for alias in node.names:
             if alias.name != "*":
-                self.bound.add(alias.asname or alias.name.split(".")[0])
+                self._bind(alias.asname or alias.name.split(".")[0])
 
     visit_ImportFrom = visit_Import
 
@@ -109,7 +138,7 @@ class _ReadBeforeBound(ast.NodeVisitor):
         if node.type is not None:
             self.visit(node.type)
         if node.name:
-            self.bound.add(node.name)
+            self._bind(node.name)
         for stmt in node.body:
             self.visit(stmt)
 
@@ -117,7 +146,7 @@ class _ReadBeforeBound(ast.NodeVisitor):
         generators: list[ast.comprehension] = node.generators  # type: ignore[attr-defined]
         scope = {n.id for g in generators for n in ast.walk(g.target) if isinstance(n, ast.Name)}
         self.visit(generators[0].iter)  # evaluated in the enclosing scope
-        self.local.append(scope)
+        self.local.append((False, scope))
         for i, gen in enumerate(generators):
             if i:
                 self.visit(gen.iter)

@@ -27,27 +27,55 @@ from cellship.serve.codec.signature import (
 )
 from cellship.serve.errors import bad_request
 
+MAX_DEPTH = 1024  # JSON nesting accepted (orjson's limit; no tensor nests a tenth as deep)
+MAX_RANK = 32  # numpy's iterators stop here; TF Serving's models never come near it
+
 
 def parse_json(raw: bytes) -> dict[str, Any]:
     """The request body as a JSON object (NaN, Infinity and -Infinity allowed, as in
-    TF Serving)."""
+    TF Serving). Nesting deeper than :data:`MAX_DEPTH` and numbers too big for a double
+    (``1e400``) are refused as TF Serving's parser refuses them, with a 400: both once
+    reached the stdlib parser, whose RecursionError was a 500."""
     if not raw.strip():
         raise bad_request('The request body is empty: send a JSON object such as '
                           '{"instances": [...]}.')
     try:
         doc = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+    except orjson.JSONDecodeError as fast_err:
+        if "depth limit" in fast_err.msg:
+            raise _too_deep() from None
+        if "infinity" in fast_err.msg:
+            raise bad_request(f"Malformed JSON: a number at line {fast_err.lineno} column "
+                              f"{fast_err.colno} is too big to be stored in a double; "
+                              "send Infinity for an infinite value.") from None
         try:  # the stdlib parser also reads the NaN / Infinity tokens TF Serving accepts
-            doc = json.loads(raw)
+            doc = json.loads(raw, parse_float=_finite_float)
         except json.JSONDecodeError as err:
             raise bad_request(f"Malformed JSON: {err.msg} at line {err.lineno} column "
                               f"{err.colno} (character {err.pos}).") from None
         except UnicodeDecodeError:
             raise bad_request("Malformed JSON: the body is not UTF-8 text.") from None
+        except RecursionError:
+            raise _too_deep() from None
     if not isinstance(doc, dict):
         raise bad_request(f"The request body must be a JSON object such as "
                           f'{{"instances": [...]}}, not a JSON {_json_type(doc)}.')
     return doc
+
+
+def _too_deep() -> Exception:
+    return bad_request(f"Malformed JSON: the body nests lists or objects more than {MAX_DEPTH} "
+                       "levels deep; a tensor's nested lists go as deep as its rank.")
+
+
+def _finite_float(text: str) -> float:
+    """A JSON number written out; one that overflows a double is refused (the NaN and
+    Infinity tokens do not come here: they are parse_constant's)."""
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise bad_request(f"Malformed JSON: the number {text[:40]} is too big to be stored in "
+                          "a double; send Infinity for an infinite value.")
+    return value
 
 
 def signature_name(doc: Mapping[str, Any]) -> str:
@@ -138,6 +166,11 @@ def _decode_columns(inputs: Any, sig: SignatureInfo) -> dict[str, np.ndarray]:
 
 def _check_names(item: Mapping[str, Any], sig: SignatureInfo, where: str) -> None:
     unknown = [k for k in item if sig.input(k) is None]
+    if unknown == ["b64"] and len(item) == 1:  # a {"b64": ...} whose value is not text
+        strings = [s.name for s in sig.inputs if s.dtype == "DT_STRING"] or sig.input_names
+        raise bad_request(f"{where} is {{\"b64\": ...}} with a JSON {_json_type(item['b64'])}, "
+                          f"not a string: for binary data of input {strings[0]!r} send "
+                          '{"b64": "<base64 text>"}, e.g. {"b64": "aGk="}.')
     if unknown:
         raise bad_request(f"{where} names the input {unknown[0]!r}, which signature {sig.key!r} "
                           f"does not take; it takes {sig.takes()}.")
@@ -189,6 +222,7 @@ def _to_array(value: Any, spec: TensorSpecInfo | None, row: bool) -> np.ndarray:
     if target is None:
         raise bad_request(f"input {spec.name!r} has dtype {spec.dtype}, which the REST API "
                           "cannot carry in JSON.")
+    _check_depth(value, spec, row)
     if target is object:
         arr = _to_strings(value, spec)
     else:
@@ -199,21 +233,99 @@ def _to_array(value: Any, spec: TensorSpecInfo | None, row: bool) -> np.ndarray:
                               f"lists of shape {_expected_shape(spec, row)}, got ragged nested "
                               "lists (rows of different lengths).") from None
         kind = np.dtype(target).kind
+        if kind in "iu" and inferred.dtype.kind == "f" and inferred.size:
+            exact = _whole_numbers(value)
+            if exact is not None:
+                _check_fits(min(exact), max(exact), target, spec)
+                inferred = np.asarray(value, dtype=target)
         if inferred.dtype.kind not in _ACCEPTS[kind] or inferred.dtype.kind == "O":
             if inferred.size == 0 and inferred.dtype.kind == "f":
                 inferred = inferred.astype(target)
             else:
                 raise bad_request(f"input {spec.name!r}: expected {spec.dtype} values, got "
-                                  f"{_got(inferred)}.")
+                                  f"{_got(inferred)}{_example_of(inferred, kind)}.")
         if kind in "iu" and inferred.size:
-            info = np.iinfo(target)
-            low, high = inferred.min(), inferred.max()
-            if low < info.min or high > info.max:
-                raise bad_request(f"input {spec.name!r}: {high if high > info.max else low} "
-                                  f"does not fit in {spec.dtype} ({info.min}..{info.max}).")
+            _check_fits(inferred.min(), inferred.max(), target, spec)
+        if kind == "f" and inferred.size:
+            _check_lossless(inferred, np.dtype(target), spec)
         arr = inferred.astype(target, copy=False)
     _check_shape(arr, spec, row)
     return arr
+
+
+def _whole_numbers(value: Any) -> list[int] | None:
+    """The values as Python ints when every one is a whole number: numpy widens a list
+    mixing the int64 and uint64 ranges (``[0, 18446744073709551615]``, a valid DT_UINT64
+    tensor) to float64; None when some value really is a decimal number."""
+    leaves = np.asarray(value, dtype=object).reshape(-1).tolist()
+    return leaves if all(type(leaf) is int for leaf in leaves) else None
+
+
+def _check_fits(low: Any, high: Any, target: Any, spec: TensorSpecInfo) -> None:
+    info = np.iinfo(target)
+    if low < info.min or high > info.max:
+        raise bad_request(f"input {spec.name!r}: {high if high > info.max else low} "
+                          f"does not fit in {spec.dtype} ({info.min}..{info.max}).")
+
+
+def _example_of(arr: np.ndarray, kind: str) -> str:
+    """`` such as 1.5``: the first value of the wrong kind, as TF Serving names it."""
+    if arr.dtype.kind == "O" or not arr.size:
+        return ""
+    if arr.dtype.kind == "f" and kind in "iu":
+        flat = arr.reshape(-1)
+        return f" such as {flat[0].item()!r}"
+    return ""
+
+
+def _depth(value: Any) -> int:
+    """How deep ``value``'s lists nest, along the first items (what numpy would try)."""
+    depth = 0
+    while isinstance(value, list) and value and depth <= MAX_DEPTH:
+        depth += 1
+        value = value[0]
+    return depth + (1 if isinstance(value, list) else 0)
+
+
+def _check_depth(value: Any, spec: TensorSpecInfo, row: bool) -> None:
+    """Lists nested deeper than the signature's rank (or than :data:`MAX_RANK`) are a
+    shape error, named before numpy tries them (past its limits numpy raised a
+    RuntimeError, a 500 for DT_STRING inputs, or called them ragged)."""
+    depth = _depth(value)
+    rank = None if spec.shape is None else len(spec.shape)
+    limit = MAX_RANK if rank is None else rank
+    if depth <= limit:
+        return
+    expected = (f"nested lists of shape {_expected_shape(spec, row)}" if rank is not None
+                else f"at most {MAX_RANK} levels of nested lists")
+    what = "instances" if row else "values"
+    raise bad_request(f"input {spec.name!r}: expected {spec.dtype} {what} in {expected} "
+                      f"(signature shape {format_shape(spec.shape)}), got lists nested "
+                      f"{depth - (1 if row else 0)} levels deep.")
+
+
+def _check_lossless(arr: np.ndarray, target: np.dtype, spec: TensorSpecInfo) -> None:
+    """TF Serving's rule for decimal inputs: a finite number the dtype cannot hold (1e39
+    for DT_FLOAT) or a whole number past its exact integers (2**24 for DT_FLOAT) is
+    refused, not rounded to infinity or to a neighbour. NaN and Infinity pass."""
+    if arr.dtype.kind in "iu":
+        exact = (1 << np.finfo(target).nmant + 1) - 1
+        low, high = int(arr.min()), int(arr.max())
+        worst = high if abs(high) >= abs(low) else low
+        if abs(worst) > exact:
+            raise bad_request(f"input {spec.name!r}: cannot convert {worst} to {spec.dtype} "
+                              f"without loss of precision (whole numbers up to {exact} are "
+                              "exact); send it as a decimal number or use a DT_DOUBLE input.")
+        return
+    if target.itemsize >= arr.dtype.itemsize:
+        return
+    finite = arr[np.isfinite(arr)]
+    if finite.size:
+        biggest = float(np.abs(finite).max())
+        if biggest > float(np.finfo(target).max):
+            raise bad_request(f"input {spec.name!r}: cannot convert {biggest:g} to {spec.dtype} "
+                              "without loss of precision (the largest finite value is "
+                              f"{float(np.finfo(target).max):g}).")
 
 
 def _to_strings(value: Any, spec: TensorSpecInfo) -> np.ndarray:
@@ -230,7 +342,8 @@ def _to_strings(value: Any, spec: TensorSpecInfo) -> np.ndarray:
                 out.flat[index] = base64.b64decode(leaf["b64"], validate=True)
             except (binascii.Error, ValueError):
                 raise bad_request(f"input {spec.name!r}: {{\"b64\": {leaf['b64'][:40]!r}}} is "
-                                  "not valid base64.") from None
+                                  "not valid base64; send the bytes base64-encoded "
+                                  '(standard alphabet, padded), e.g. {"b64": "aGk="}.') from None
         elif isinstance(leaf, list):
             raise bad_request(f"input {spec.name!r}: expected {spec.dtype} values in nested "
                               "lists of one shape, got ragged nested lists.")
