@@ -297,8 +297,10 @@ class CellshipMagics(Magics):
         elif args.action == "tensorboard":
             from IPython.display import IFrame
 
+            from cellship.fetch.mirror import for_job
             from cellship.watch.tensorboard import open_tensorboard
 
+            for_job(job)  # a running cluster job: its event files keep arriving in the logdir
             server = open_tensorboard([job.id])
             print(f"TensorBoard for job {job.name} ({job.id}): {server.proxied_url()}", flush=True)
             display(IFrame(server.proxied_url(), width="100%", height=800))

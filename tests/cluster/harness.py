@@ -39,6 +39,9 @@ PAUSE_REF = "cellship.test/pause:3.4"
 ADMIN_TOKEN_USER = "admin"
 LIMITED_USER = "jane"
 CONTEXT = "cellship-test"
+NODE = "127.0.0.1"  # the kubelet's --hostname-override
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_LABEL = "nvidia.com/gpu.present"  # what the NVIDIA GPU operator labels GPU nodes with
 KUBELET_FIXED_DIRS = (Path("/var/lib/kubelet"), Path("/var/log/pods"), Path("/var/log/containers"))
 LOCK_FILE = "/run/cellship-test-cluster.lock"
 SYSTEM_PATH = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
@@ -359,6 +362,38 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 input: str | None = None) -> subprocess.CompletedProcess:
         return subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig or self.kubeconfig),
                                *args], capture_output=True, text=True, check=check, input=input)
+
+    # -- a node with GPUs to schedule ---------------------------------------------------------
+    def advertise_gpus(self, count: int = 2) -> None:
+        """Make the node look like a GPU pool's: ``nvidia.com/gpu: count`` patched onto its
+        status capacity (an extended resource, as the Kubernetes docs' "Advertise Extended
+        Resources for a Node" does; the kubelet derives allocatable from it), the label
+        and the taint GPU pools carry. Waits until the scheduler's input (allocatable)
+        shows it. A kubelet restart resets the capacity: call this again after one."""
+        patch = json.dumps([{"op": "add", "path": "/status/capacity/nvidia.com~1gpu",
+                             "value": str(count)}])
+        self.kubectl("patch", "node", NODE, "--subresource=status", "--type=json", "-p", patch)
+        self.kubectl("label", "node", NODE, f"{GPU_LABEL}=true", "--overwrite")
+        self.kubectl("taint", "node", NODE, f"{GPU_RESOURCE}:NoSchedule", "--overwrite")
+        self._wait("the node to advertise its GPUs", 30, lambda: self.node_gpus() == count,
+                   "kubelet")
+
+    def node_gpus(self) -> int:
+        """The node's allocatable nvidia.com/gpu (0 when it has none)."""
+        out = self.kubectl("get", "node", NODE, "-o", "json").stdout
+        value = json.loads(out)["status"].get("allocatable", {}).get(GPU_RESOURCE, "0")
+        return int(value)
+
+    def withdraw_gpus(self) -> None:
+        """Undo :meth:`advertise_gpus`: no GPU resource, label or taint (other tests' pods
+        tolerate no GPU taint)."""
+        self.kubectl("taint", "node", NODE, f"{GPU_RESOURCE}:NoSchedule-", check=False)
+        self.kubectl("label", "node", NODE, f"{GPU_LABEL}-", check=False)
+        patch = json.dumps({"status": {"capacity": {GPU_RESOURCE: None},
+                                       "allocatable": {GPU_RESOURCE: None}}})
+        self.kubectl("patch", "node", NODE, "--subresource=status", "--type=merge", "-p", patch,
+                     check=False)
+        self._wait("the node to drop its GPUs", 30, lambda: self.node_gpus() == 0, "kubelet")
 
     def _api_ready(self) -> bool:
         return self.kubectl("get", "--raw", "/readyz", check=False).returncode == 0

@@ -46,6 +46,17 @@ def test_two_workers_train_on_pods_with_logs_and_relayed_metrics(cluster, namesp
     assert set(frame["run"]) >= {"train"} and len(frame[frame.tag == "epoch_loss"]) == 2
     status = [(r.type, r.index, r.state) for r in job.record.replicas]
     assert status == [("worker", 0, "succeeded"), ("worker", 1, "succeeded")]
+    # The chief's files came home, laid out as a local job's: the SavedModel, the event
+    # files (TensorBoard), no staging file in sight; the duration is the containers' run.
+    assert [m.name for m in job.saved_models()] == ["digits"]
+    assert list((job.logdir / "train").glob("events.out.tfevents.*")), list(job.logdir.rglob("*"))
+    assert not list(job.output_dir.rglob("part-*"))
+    assert record.duration is not None and record.duration > 3, record.duration  # TF's import alone
+    # Fetched, the chief pod is released: its keeper ends and so does the pod.
+    chief = f"{cluster.kubectl('get', 'pods', '-n', namespace, '-l', f'cellship.io/job-id={job.id}', '-o', 'name').stdout.split()[0]}"
+    wait_for(lambda: cluster.kubectl("get", chief, "-n", namespace, "-o",
+                                     "jsonpath={.status.phase}").stdout == "Succeeded",
+             60, "the chief pod to end once its files were fetched")
     # Finished pods stay for their logs until the job is deleted; then nothing remains.
     assert leftovers(cluster, namespace, job.id)
     job.delete()

@@ -14,7 +14,7 @@ import copy
 import itertools
 import threading
 import time
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from cellship.kube import kinds
 from cellship.kube.api import ADDED, DELETED, MODIFIED, KubeAPI, Obj, ObjList, initial_events_end
@@ -25,7 +25,7 @@ Key = tuple[str, str, str]  # (kind, namespace, name)
 
 # The fake's public names that are not the client's: what tests use to play the cluster.
 HELPERS = frozenset({"set_pod", "set_status", "set_events", "add", "names", "add_job_pod",
-                     "set_job_condition"})
+                     "set_job_condition", "set_exec"})
 
 
 def _matches(obj: Mapping[str, Any], selector: str) -> bool:
@@ -49,6 +49,7 @@ class FakeKube(KubeAPI):
         self.changes: list[tuple[str, dict[str, Any]]] = []
         self._uids = itertools.count(1)
         self._versions = itertools.count(1)
+        self.exec_handler: Callable[..., Iterator[bytes]] | None = None
 
     # -- the API server's bookkeeping ---------------------------------------------------------
     def _fail(self, verb: str, kind: str) -> None:
@@ -80,7 +81,7 @@ class FakeKube(KubeAPI):
         with self.lock:
             self.calls.append(("create", kind, meta["name"]))
             self._fail("create", kind)
-            key = (kind, meta["namespace"], meta["name"])
+            key = (kind, meta.get("namespace", ""), meta["name"])  # a Node has none
             if key in self.objects:
                 raise KubernetesConflict(f"{kind} {meta['name']} exists", 409)
             obj = copy.deepcopy(dict(body))
@@ -201,6 +202,19 @@ class FakeKube(KubeAPI):
                 if wanted(obj):
                     yield {"type": change, "object": copy.deepcopy(obj)}
 
+    def exec(self, namespace: str, name: str, command: Sequence[str],
+             container: str = CONTAINER, timeout: float = 60.0) -> Iterator[bytes]:
+        """What the test's :meth:`set_exec` handler yields for ``command``."""
+        with self.lock:
+            self.calls.append(("exec", name, container, command[-2] if len(command) > 1 else ""))
+            self._fail("exec", "Pod")
+            if ("Pod", namespace, name) not in self.objects:
+                raise KubernetesNotFound(f"pod {name} not found", 404)
+            handler = self.exec_handler
+        if handler is None:
+            raise KubernetesError(f"exec into {name}: this fake serves no exec (set_exec)")
+        yield from handler(namespace, name, list(command), container)
+
     def has_crd(self, kind: str, namespace: str | None = None) -> bool:
         with self.lock:
             if ("has_crd", kind) in self.fail_on:
@@ -213,6 +227,10 @@ class FakeKube(KubeAPI):
         with self.lock:
             key = (kind, namespace, name)
             self._put(key, copy.deepcopy(self.objects[key]) | {"status": status}, MODIFIED)
+
+    def set_exec(self, handler: Callable[..., Iterator[bytes]] | None) -> None:
+        """``handler(namespace, pod, command, container)`` yields what ``exec`` streams."""
+        self.exec_handler = handler
 
     def set_pod(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         self.set_status("Pod", namespace, name, status)

@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 import sys
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from cellship.cli.batch import BATCH_COMMANDS, add_batch_commands, rewrite_argv
 from cellship.cli.build import add_build_command, cmd_build
@@ -17,6 +17,9 @@ from cellship.store import JOB_STATUSES
 from cellship.train import api
 from cellship.train.options import add_job_options, kubernetes_from_args, spec_from_args
 from cellship.watch.follow import follow
+
+if TYPE_CHECKING:
+    from cellship.train.kubernetes.backend import KubernetesBackend
 
 
 class _Parser(argparse.ArgumentParser):
@@ -70,6 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     cancel = sub.add_parser("cancel", help="cancel a job and stop all of its processes")
     cancel.add_argument("job", metavar="JOB", help="job id or unique name")
+    cancel.add_argument("--now", action="store_true",
+                        help="(kubernetes) delete at once, without first copying the chief's "
+                             "files home")
+
+    fetch = sub.add_parser("fetch", help="copy a cluster job's files (outputs, TensorBoard "
+                                         "logs, backups) into its local job dir again")
+    fetch.add_argument("job", metavar="JOB", help="job id or unique name")
 
     board = sub.add_parser("tensorboard", help="serve TensorBoard over jobs' logdirs until Ctrl-C")
     board.add_argument("jobs", metavar="JOB", nargs="+", help="job ids or unique names (one run each)")
@@ -205,11 +215,34 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_cancel(args: argparse.Namespace) -> int:
     job = api.get_job(args.job)
     before = job.status
-    record = job.cancel()
+    if args.now:
+        record = _kubernetes(job).cancel(job.record, now=True)
+    else:
+        record = job.cancel()
     if before in ("succeeded", "failed", "cancelled"):
         print(f"job {record.name} ({record.id}) had already {before}; nothing to cancel")
     else:
         print(f"job {record.name} ({record.id}) cancelled; all of its processes are stopped")
+    return 0
+
+
+def _kubernetes(job: api.Job) -> "KubernetesBackend":
+    """The job's backend, which must be the kubernetes one (for its own commands)."""
+    from cellship.train.backends import get_backend
+    from cellship.train.kubernetes.backend import KubernetesBackend
+
+    backend = get_backend(job.record.backend)
+    if not isinstance(backend, KubernetesBackend):
+        raise UsageError(f"Job {job.name} ({job.id}) ran on the {job.record.backend} backend: "
+                         "its files are already in its job dir, and --now is for cluster "
+                         "jobs only.")
+    return backend
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    """``cellship fetch JOB``: the chief pod's files home again (resuming, only what is new)."""
+    job = api.get_job(args.job)
+    _kubernetes(job).fetch(job.record)
     return 0
 
 
@@ -227,6 +260,7 @@ def cmd_tensorboard(args: argparse.Namespace) -> int:
     previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         try:
+            _mirror_cluster_jobs(args.jobs)
             server = tb.open_tensorboard(args.jobs, port=args.port, host=args.host)
         except KeyboardInterrupt:
             return 130  # start() already stopped what it had started
@@ -251,8 +285,16 @@ def cmd_tensorboard(args: argparse.Namespace) -> int:
             signal.signal(sig, handler)
 
 
+def _mirror_cluster_jobs(refs: Sequence[str]) -> None:
+    """Running cluster jobs' event files come home every few seconds while this runs."""
+    from cellship.fetch.mirror import for_job
+
+    for ref in refs:
+        for_job(api.get_job(ref))
+
+
 COMMANDS = {"train": cmd_train, "jobs": cmd_jobs, "logs": cmd_logs, "status": cmd_status,
-            "cancel": cmd_cancel, "tensorboard": cmd_tensorboard}
+            "cancel": cmd_cancel, "tensorboard": cmd_tensorboard, "fetch": cmd_fetch}
 COMMANDS.update(BATCH_COMMANDS)
 COMMANDS.update(SERVING_COMMANDS)
 COMMANDS["build"] = cmd_build

@@ -14,7 +14,7 @@ is lives in :mod:`.kinds`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 from cellship.kube.names import check_namespace
 from cellship.kube.podspec import CONTAINER
@@ -80,6 +80,14 @@ class KubeAPI(ABC):
         """The log lines of one container; with ``follow``, until it ends. ``timestamps``
         prefixes each with the kubelet's RFC 3339 time and a space (what a reconnecting
         follower uses to skip lines it already has)."""
+
+    @abstractmethod
+    def exec(self, namespace: str, name: str, command: Sequence[str],
+             container: str = CONTAINER, timeout: float = 60.0) -> Iterator[bytes]:
+        """Run ``command`` in a running container of pod ``name`` (``kubectl exec``): its
+        stdout in chunks as they come, until it exits. A non-zero exit raises
+        KubernetesError with the command's stderr; a stream that breaks, or is silent for
+        ``timeout`` seconds, raises KubernetesUnreachable (the caller may retry)."""
 
     @abstractmethod
     def watch(self, kind: str, namespace: str | None, *, name: str | None = None,

@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
+from cellship.kube.podspec import CONTAINER
+
 _INSUFFICIENT_RE = re.compile(r"Insufficient ([\w./-]+)")
 _PULL_REASONS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull",
                  "RegistryUnavailable"}
@@ -75,8 +77,11 @@ def _unschedulable(pod: Mapping[str, Any], events: list[Mapping[str, Any]]) -> D
 
 
 def _container_status(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The program's container (by name: the kubelet sorts statuses by name, and a
+    chief pod has a keeper beside it), else the first."""
     statuses = pod.get("status", {}).get("containerStatuses") or []
-    return statuses[0] if statuses else None
+    named = [s for s in statuses if s.get("name") == CONTAINER]
+    return named[0] if named else (statuses[0] if statuses else None)
 
 
 def diagnose(pod: Mapping[str, Any], events: Iterable[Mapping[str, Any]] = (),
@@ -148,3 +153,57 @@ def _memory_limit(pod: Mapping[str, Any]) -> str | None:
     """The first container's memory limit as written in the pod spec (e.g. ``128Mi``)."""
     containers = (pod.get("spec") or {}).get("containers") or [{}]
     return ((containers[0].get("resources") or {}).get("limits") or {}).get("memory")
+
+
+def _quantity(value: Any) -> int:
+    """An extended resource's quantity (whole numbers: ``"2"``); anything else counts 0."""
+    try:
+        return int(str(value))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _pod_request(pod: Mapping[str, Any], resource: str) -> int:
+    """What a pod asks of ``resource`` (extended resources: requests equal limits)."""
+    total = 0
+    for container in (pod.get("spec") or {}).get("containers") or ():
+        res = container.get("resources") or {}
+        total += _quantity((res.get("requests") or {}).get(resource)
+                           or (res.get("limits") or {}).get(resource))
+    return total
+
+
+def resource_free(resource: str, nodes: Iterable[Mapping[str, Any]],
+                  pods: Iterable[Mapping[str, Any]],
+                  ignore: Iterable[tuple[str, str]] = ()) -> tuple[int, int]:
+    """(free, total) of ``resource`` over the schedulable nodes: allocatable minus what the
+    pods bound to them and not finished ask for, leaving out the ``ignore`` pods
+    ((namespace, name): the asking job's own, which hold some already)."""
+    skip = set(ignore)
+    names: dict[str, int] = {}
+    for node in nodes:
+        if (node.get("spec") or {}).get("unschedulable"):
+            continue
+        allocatable = (node.get("status") or {}).get("allocatable") or {}
+        names[(node.get("metadata") or {}).get("name", "")] = _quantity(allocatable.get(resource))
+    used = 0
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        if (meta.get("namespace"), meta.get("name")) in skip:
+            continue
+        if (pod.get("spec") or {}).get("nodeName") not in names:
+            continue
+        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            continue
+        used += _pod_request(pod, resource)
+    total = sum(names.values())
+    return max(0, total - used), total
+
+
+def shortfall(resource: str, needed: int, free: int, total: int) -> str:
+    """The sentence for a job that asks more of ``resource`` than the cluster has free."""
+    where = (f"the cluster has {total} in all" if total else
+             "no node advertises it (no device plugin, or no GPU node pool)")
+    return (f"The job needs {needed} {resource}, {free} free ({where}): its pods wait "
+            f"until enough are free. Ask for fewer (--workers, --gpus), free some (other "
+            f"jobs hold them), or add GPU nodes.")

@@ -56,10 +56,11 @@ EVENT = Kind("Event", "", "v1", "events")
 JOB = Kind("Job", "batch", "v1", "jobs")
 DEPLOYMENT = Kind("Deployment", "apps", "v1", "deployments")
 TFJOB = Kind("TFJob", "kubeflow.org", "v1", "tfjobs")
+NODE = Kind("Node", "", "v1", "nodes", namespaced=False)
 INFERENCE_SERVICE = Kind("InferenceService", "serving.kserve.io", "v1beta1", "inferenceservices")
 
 KINDS: dict[str, Kind] = {k.kind: k for k in (CONFIG_MAP, SERVICE, POD, EVENT, JOB, DEPLOYMENT,
-                                              TFJOB, INFERENCE_SERVICE)}
+                                              TFJOB, INFERENCE_SERVICE, NODE)}
 # Kinds that exist only where a CustomResourceDefinition installed them.
 CUSTOM = frozenset({TFJOB.kind, INFERENCE_SERVICE.kind})
 

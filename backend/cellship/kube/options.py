@@ -25,6 +25,8 @@ image_pull_policy  e.g. "Never" for images imported into the node (default: unse
 peer_timeout       seconds the pod bootstrap waits for peer DNS names (default 300)
 run_as_user        uid the containers run as (non-root; default 1000)
 python             the image's Python command (default "python3")
+fetch_linger       seconds the chief pod waits after its program for cellship to copy
+                   its files home (default 600; then the files go with the pod)
 ================== ================================================================
 
 ``--gpus N`` comes from the JobSpec, not from here: ``nvidia.com/gpu: N`` limits on every
@@ -73,6 +75,7 @@ class KubernetesOptions:
     peer_timeout: float = 300.0
     run_as_user: int = 1000
     python: str = "python3"
+    fetch_linger: float = 600.0
 
     def __post_init__(self) -> None:
         if self.launcher not in LAUNCHERS:
@@ -80,6 +83,8 @@ class KubernetesOptions:
                              f"{', '.join(LAUNCHERS)}.")
         if self.namespace is not None:
             check_namespace(self.namespace)
+        if self.fetch_linger < 0:
+            raise UsageError(f"fetch_linger must be 0 or more seconds, got {self.fetch_linger!r}.")
         if self.peer_timeout <= 0:
             raise UsageError(f"peer_timeout must be positive, got {self.peer_timeout!r}.")
         if not isinstance(self.run_as_user, int) or self.run_as_user <= 0:

@@ -19,6 +19,12 @@ from cellship.kube.options import KubernetesOptions, Volume
 
 CONTAINER = "tensorflow"  # the container name TFJob requires; training and batch pods use it
 GPU_RESOURCE = "nvidia.com/gpu"
+# The taint GPU node pools carry (GKE, AKS, EKS's GPU AMIs, the NVIDIA GPU operator's docs),
+# and the toleration a pod that asks for GPUs gets for it. Kubernetes' own
+# ExtendedResourceToleration admission plugin adds exactly this where it is enabled;
+# cellship adds it itself so GPU jobs schedule on clusters that do not enable it.
+GPU_TOLERATION: Mapping[str, str] = {"key": GPU_RESOURCE, "operator": "Exists",
+                                     "effect": "NoSchedule"}
 
 
 @dataclass(frozen=True)
@@ -129,7 +135,8 @@ def pod_spec(containers: Sequence[Mapping[str, Any]], *, run_as_user: int,
              volumes: Iterable[Mapping[str, Any]] = (), restart_policy: str | None = None,
              scheduling: Scheduling | None = None, grace_seconds: int | None = None) -> dict[str, Any]:
     """A pod spec: the containers, non-root, no service links (a namespace's many
-    services would crowd the environment), scheduled as ``scheduling`` says."""
+    services would crowd the environment), scheduled as ``scheduling`` says; a pod that
+    asks for GPUs also tolerates the GPU nodes' taint (:data:`GPU_TOLERATION`)."""
     body: dict[str, Any] = {}
     if restart_policy:
         body["restartPolicy"] = restart_policy
@@ -140,4 +147,10 @@ def pod_spec(containers: Sequence[Mapping[str, Any]], *, run_as_user: int,
     body["enableServiceLinks"] = False
     if grace_seconds is not None:
         body["terminationGracePeriodSeconds"] = grace_seconds
-    return body | (scheduling or Scheduling()).fields()
+    body |= (scheduling or Scheduling()).fields()
+    if any(GPU_RESOURCE in ((c.get("resources") or {}).get("limits") or {}) for c in containers):
+        tolerations = body.setdefault("tolerations", [])
+        if not any(t.get("key") == GPU_RESOURCE and t.get("effect") in (None, "NoSchedule")
+                   for t in tolerations):
+            tolerations.append(dict(GPU_TOLERATION))
+    return body

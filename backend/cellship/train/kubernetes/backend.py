@@ -18,31 +18,43 @@ another kernel or machine show up too (``cellship jobs --backend kubernetes``).
 
 from __future__ import annotations
 
+import datetime
 import json
 import queue
 import shutil
+import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, TextIO
 
 from cellship.errors import BackendError, CellshipError
+from cellship.fetch import mirror
+from cellship.fetch.progress import Progress
+from cellship.fetch.pull import Outcome, Puller, Root, describe
 from cellship.kube import client as kube_client
 from cellship.kube.api import KubeAPI
-from cellship.kube.diagnose import Diagnosis, diagnose
-from cellship.kube.errors import KubernetesError, KubernetesForbidden, KubernetesNotFound
+from cellship.kube.diagnose import Diagnosis, diagnose, resource_free, shortfall
+from cellship.kube.errors import (
+    KubernetesConflict,
+    KubernetesError,
+    KubernetesForbidden,
+    KubernetesNotFound,
+)
 from cellship.kube.meta import MANAGED_SELECTOR
 from cellship.kube.options import KubernetesOptions
+from cellship.kube.podspec import CONTAINER, GPU_RESOURCE
 from cellship.kube.waiting import wait_changed, wait_gone
 from cellship.store import JobRecord, Store
 from cellship.train.backend import PROGRAM_FILE, Backend
-from cellship.train.kubernetes import manifests
+from cellship.train.kubernetes import artifacts, manifests
+from cellship.train.kubernetes.artifacts import container_status
 from cellship.train.kubernetes.manifests import JobIdentity
 from cellship.train.spec import JobSpec, Replica
 from cellship.watch.logstream import LogLine, collapse, is_tf_noise
 
 STATE_FILE = "kubernetes.json"
-CANCEL_WAIT_SECONDS = 60.0
+CANCEL_WAIT_SECONDS = 90.0  # the pods' 30 s grace, plus a loaded node's teardown
 LOG_RETRY_FIRST_SECONDS = 0.5
 LOG_RETRY_MAX_SECONDS = 5.0
 SPEC_KEY = "kubernetes"
@@ -97,7 +109,7 @@ class KubernetesBackend(Backend):
         shipped = shipped_path.read_bytes() if shipped_path.exists() else None
         state = {"job_id": job.id, "job_name": job.name, "namespace": namespace,
                  "prefix": identity.prefix, "launcher": options.launcher,
-                 "options": options.to_dict()}
+                 "keeper": options.launcher == "pods", "options": options.to_dict()}
         (Path(job.job_dir) / STATE_FILE).write_text(json.dumps(state, indent=2))
         created: list[tuple[str, str]] = []
         try:
@@ -154,9 +166,10 @@ class KubernetesBackend(Backend):
             if pod is None:
                 phases[replica] = "Missing"
                 continue
-            phase = pod.get("status", {}).get("phase", "Pending")
+            phase = program_phase(pod)
             phases[replica] = phase
-            cs = (pod.get("status", {}).get("containerStatuses") or [{}])[0]
+            pod = _with_phase(pod, phase)
+            cs = container_status(pod, CONTAINER)
             terminated = (cs.get("state") or {}).get("terminated") or {}
             self.store.update_replica(record.id, replica.type, replica.index,
                                       state=_PHASE_STATE.get(phase, "pending"),
@@ -165,6 +178,7 @@ class KubernetesBackend(Backend):
             found = diagnose(pod, _safe_events(client, identity.namespace, pod), spec.max_restarts)
             if found is not None:
                 problems.append(found)
+        problems = _with_gpu_shortfall(client, spec, list(pods.values()), problems)
         return self._judge(record, spec, identity, client, phases, problems, now)
 
     def _judge(self, record: JobRecord, spec: JobSpec, identity: JobIdentity, client: KubeAPI,
@@ -199,18 +213,135 @@ class KubernetesBackend(Backend):
 
     def _end(self, record: JobRecord, status: str, error: str | None, identity: JobIdentity,
              client: KubeAPI) -> None:
-        """End the job; stop pods still running (parameter servers never exit, a failed
-        job's peers would wait forever) but keep finished ones for their logs."""
-        if status == "succeeded" and record.status == "pending":
-            self.store.transition(record.id, "running", started=time.time())
-        self.store.transition(record.id, status, ended=time.time(), error=error)
-        for pod in client.list("Pod", identity.namespace, manifests.selector(identity)):
-            if pod.get("status", {}).get("phase") in ("Pending", "Running", "Unknown"):
-                try:
-                    client.delete("Pod", identity.namespace, pod["metadata"]["name"],
-                                  propagation="Background")
-                except KubernetesNotFound:
-                    pass
+        """End the job; stop pods still running their program (parameter servers never
+        exit, a failed job's peers would wait forever) but keep finished ones for their
+        logs, and the chief's for its files: its keeper holds it until they are fetched
+        (a failed job's chief, still running, is stopped once they are, see
+        :meth:`fetch`). The job's times are its containers' own, so the duration is the
+        real run time, not the time between two looks."""
+        pods = client.list("Pod", identity.namespace, manifests.selector(identity))
+        began, finished = _run_times(pods)
+        if record.status == "pending":
+            self.store.transition(record.id, "running", started=began or time.time())
+        if began is not None:
+            self.store.update_job(record.id, started=began)
+        ended = finished if status == "succeeded" and finished else time.time()
+        self.store.transition(record.id, status, ended=ended, error=error)
+        spec = JobSpec.from_dict(record.spec)
+        state = self._state(record) or {}
+        chief_pod = artifacts.chief_pod_name(identity, spec) if artifacts.fetchable(state) else None
+        for pod in pods:
+            name = pod["metadata"]["name"]
+            if program_phase(pod) not in ("Pending", "Running", "Unknown"):
+                continue
+            if name == chief_pod and pod.get("status", {}).get("phase") == "Running":
+                self._bound(client, pod, state)
+                continue
+            try:
+                client.delete("Pod", identity.namespace, name, propagation="Background")
+            except KubernetesNotFound:
+                pass
+
+    # -- the job's files -------------------------------------------------------------------
+    def wait(self, job: JobRecord, timeout: float | None = None, poll: float = 0.2) -> JobRecord:
+        """As every backend's, then (once per job) the chief's files come home."""
+        record = super().wait(job, timeout=timeout, poll=poll)
+        if record.done:
+            self._fetch_once(record)
+        return record
+
+    def _files(self, record: JobRecord) -> artifacts.JobFiles | None:
+        state = self._state(record)
+        if state is None or not artifacts.fetchable(state):
+            return None
+        options = KubernetesOptions.from_dict(state["options"])
+        return artifacts.JobFiles(self._client(options), state, record)
+
+    def _fetch_once(self, record: JobRecord) -> None:
+        """The automatic fetch at a job's end; a failure is one sentence, not an error
+        (the job's own outcome stands), and ``cellship fetch`` tries again."""
+        if artifacts.last_outcome(record) is not None or self._files(record) is None:
+            return
+        try:
+            self.fetch(record)
+        except CellshipError as err:
+            self.store.add_event(record.id, "fetch", str(err))
+            sys.stderr.write(f"cellship: warning: {err}\n")
+            sys.stderr.flush()
+
+    def fetch(self, job: JobRecord, stream: TextIO | None = None,
+              release: bool | None = None) -> Outcome:
+        """Copy the chief's output dir, logdir and backup dir into the local job dir
+        (again: only what is new or changed), with a progress line on ``stream``
+        (stderr by default). A finished job's pod is then released; a failed job's
+        chief, if its program still runs, is stopped (it would wait for its peers
+        forever). ``release`` False keeps the pod (cancel deletes it itself)."""
+        record = self.store.get_job(job.id)
+        files = self._files(record)
+        if files is None:
+            raise BackendError(f"Job {record.name} ({record.id}) has no files to fetch from the "
+                               "cluster: it ran with --launcher tfjob, or before cellship kept "
+                               "them; its files stay where the pods wrote them.")
+        progress = Progress(f"fetching the files of job {record.name}", stream)
+        outcome = files.fetch(progress)
+        gone = f"; not in the pod: {', '.join(outcome.missing)}" if outcome.missing else ""
+        progress.finish(f"fetched {describe(outcome)} into {record.job_dir}{gone}")
+        if release is None:
+            release = record.done
+        if release:
+            files.release()
+            if record.status != "succeeded":
+                self._stop_chief(files)
+        return outcome
+
+    def _bound(self, client: KubeAPI, pod: dict[str, Any], state: dict[str, Any]) -> None:
+        """A chief still running its program when the job failed (its peers are gone)
+        stays for the fetch, but only ``fetch_linger`` seconds more: the kubelet stops it
+        then (activeDeadlineSeconds may be set on a running pod), fetched or not."""
+        linger = KubernetesOptions.from_dict(state["options"]).fetch_linger
+        begun = _timestamp(pod.get("status", {}).get("startTime")) or time.time()
+        deadline = max(1, int(time.time() - begun + linger))
+        try:
+            current = client.get("Pod", pod["metadata"]["namespace"], pod["metadata"]["name"])
+            spec = current.get("spec") or {}
+            if spec.get("activeDeadlineSeconds") is None or spec["activeDeadlineSeconds"] > deadline:
+                spec["activeDeadlineSeconds"] = deadline
+                client.replace(current)
+        except (KubernetesConflict, KubernetesNotFound):
+            pass  # another process bounded it meanwhile, or it is gone already
+        except KubernetesError:
+            try:  # cannot bound it: stop it, as cellship did before it kept files
+                client.delete("Pod", pod["metadata"]["namespace"], pod["metadata"]["name"],
+                              propagation="Background")
+            except KubernetesNotFound:
+                pass
+
+    def _stop_chief(self, files: artifacts.JobFiles) -> None:
+        try:
+            pod = files.client.get("Pod", files.identity.namespace, files.pod)
+        except KubernetesNotFound:
+            return
+        if program_phase(pod) in ("Pending", "Running", "Unknown"):
+            try:
+                files.client.delete("Pod", files.identity.namespace, files.pod,
+                                    propagation="Background")
+            except KubernetesNotFound:
+                pass
+
+    def mirror(self, job: JobRecord, interval: float = mirror.INTERVAL_SECONDS) -> mirror.Mirror | None:
+        """Keep the job's local logdir fresh while it runs (new event-file bytes every
+        ``interval`` seconds), for TensorBoard; None for jobs without a keeper."""
+        record = self.store.get_job(job.id)
+        files = self._files(record)
+        if files is None or record.done:
+            return None
+        root = artifacts.logdir_root(files.options, record)
+
+        def make_puller() -> tuple[Puller, Root] | None:
+            return files.puller(attempts=1), root
+
+        return mirror.start(record.id, lambda: mirror.Mirror(
+            make_puller, lambda: self.refresh(record).done, interval))
 
     # -- logs ------------------------------------------------------------------------------
     def logs(self, job: JobRecord, follow: bool = False, tf_noise: bool = False,
@@ -281,6 +412,7 @@ class KubernetesBackend(Backend):
         threads = [threading.Thread(target=pump, args=n, daemon=True) for n in names]
         for thread in threads:
             thread.start()
+        live = self.mirror(job)  # TensorBoard over the job's logdir is live while it is followed
         try:
             while any(t.is_alive() for t in threads) or not lines.empty():
                 try:
@@ -293,6 +425,8 @@ class KubernetesBackend(Backend):
                     yield line
         finally:
             stop.set()
+            if live is not None:
+                live.stop()
 
     # -- jobs of other kernels and machines -------------------------------------------------
     def search_namespace(self, namespace: str | None = None, context: str | None = None) -> str:
@@ -340,16 +474,24 @@ class KubernetesBackend(Backend):
             labels = pod["metadata"].get("labels") or {}
             owner = found.get((pod["metadata"]["namespace"], labels.get(manifests.LABEL_JOB_ID, "")))
             if owner is not None:
-                owner["pods"][_replica_key(pod)] = pod.get("status", {}).get("phase", "Pending")
+                owner["pods"][_replica_key(pod)] = program_phase(pod)  # not the keeper's
         for entry in found.values():
             entry["pods"] = dict(sorted(entry["pods"].items()))
             entry["status"] = entry["status"] or _pods_status(entry["pods"].values())
         return sorted(found.values(), key=lambda e: e["created"] or "", reverse=True)
 
     # -- cancel / delete -------------------------------------------------------------------
-    def cancel(self, job: JobRecord) -> JobRecord:
+    def cancel(self, job: JobRecord, now: bool = False) -> JobRecord:
+        """Delete every object of the job; first (unless ``now``) copy the chief's
+        files as they are, so a cancelled job keeps its outputs so far."""
         record = self.refresh(job)
         state = self._state(record)
+        if not now and not record.done and state is not None and artifacts.fetchable(state):
+            try:
+                self.fetch(record, release=False)
+            except CellshipError as err:
+                self.store.add_event(record.id, "fetch", str(err))
+                sys.stderr.write(f"cellship: warning: {err}\n")
         if state is not None:
             self._delete_objects(state, wait=True)
         if not record.done:
@@ -418,6 +560,80 @@ def _tfjob_pods(pods: dict[tuple[Any, Any], Any]) -> dict[tuple[Any, Any], Any]:
         index = labels.get("training.kubeflow.org/replica-index")
         out[(str(rtype).lower(), index)] = pod
     return out
+
+
+def program_phase(pod: Mapping[str, Any]) -> str:
+    """The pod's phase as far as the program goes: a chief pod whose program has ended
+    stays Running while its keeper waits for the fetch, so its program's container
+    decides (exit 0: Succeeded; a failure it will not restart from: Failed)."""
+    status = pod.get("status") or {}
+    phase = status.get("phase", "Pending")
+    if phase != "Running":
+        return phase
+    terminated = (container_status(pod, CONTAINER).get("state") or {}).get("terminated")
+    if not terminated:
+        return phase
+    if terminated.get("exitCode") == 0:
+        return "Succeeded"
+    if (pod.get("spec") or {}).get("restartPolicy") == "Never":
+        return "Failed"
+    return phase
+
+
+def _with_phase(pod: dict[str, Any], phase: str) -> dict[str, Any]:
+    status = pod.get("status") or {}
+    if status.get("phase", "Pending") == phase:
+        return pod
+    return pod | {"status": status | {"phase": phase}}
+
+
+def _timestamp(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _run_times(pods: list[dict[str, Any]]) -> tuple[float | None, float | None]:
+    """(first start, last end) of the programs' containers, from the kubelet's clock."""
+    starts: list[float] = []
+    ends: list[float] = []
+    for pod in pods:
+        state = container_status(pod, CONTAINER).get("state") or {}
+        for key in ("running", "terminated"):
+            begun = _timestamp((state.get(key) or {}).get("startedAt"))
+            if begun is not None:
+                starts.append(begun)
+        ended = _timestamp((state.get("terminated") or {}).get("finishedAt"))
+        if ended is not None:
+            ends.append(ended)
+    return (min(starts) if starts else None), (max(ends) if ends else None)
+
+
+def _with_gpu_shortfall(client: KubeAPI, spec: JobSpec, pods: list[dict[str, Any]],
+                        problems: list[Diagnosis]) -> list[Diagnosis]:
+    """A pod that waits for GPUs says only "Insufficient nvidia.com/gpu"; the job's whole
+    need against what the cluster has free says more ("needs 3, 2 free"). Counting what is
+    free reads the nodes and every namespace's pods: a user who may not gets the pod's
+    own diagnosis only."""
+    if not spec.gpus or not any(p.reason == "Unschedulable" and GPU_RESOURCE in p.message
+                                for p in problems):
+        return problems
+    needed = spec.gpus * sum(1 for r in spec.replicas() if r.type != "ps")
+    try:
+        nodes = client.list("Node", None)
+        everyone = client.list("Pod", None)
+    except KubernetesError:
+        return problems
+    own = [(p["metadata"].get("namespace"), p["metadata"]["name"]) for p in pods]
+    free, total = resource_free(GPU_RESOURCE, nodes, everyone, own)
+    if free >= needed:
+        return problems
+    # First the job's sum, then the pods' own words (the scheduler's event text).
+    return [Diagnosis("Unschedulable", shortfall(GPU_RESOURCE, needed, free, total),
+                      fatal=False), *problems]
 
 
 def _safe_events(client: KubeAPI, namespace: str, pod: dict[str, Any]) -> list[dict[str, Any]]:

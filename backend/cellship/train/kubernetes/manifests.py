@@ -60,7 +60,14 @@ PROGRAM_KEY = "program.py"
 SHIPPED_KEY = "shipped.pkl"
 # The in-job modules (paths relative to the cellship package), shipped as they are.
 SHIM_MODULES = ("errors.py", "inside/__init__.py", "inside/bootstrap.py", "inside/job.py",
-                "inside/relay.py", "inside/eventfile.py")
+                "inside/relay.py", "inside/eventfile.py", "inside/keeper.py",
+                "inside/sender.py")
+KEEPER = "keeper"  # the chief pod's second container (cellship/inside/keeper.py)
+KEEPER_SCRIPT = f"{SHIM_DIR}/cellship/inside/keeper.py"
+SENDER_SCRIPT = f"{SHIM_DIR}/cellship/inside/sender.py"
+OUTPUT_DIR = f"{JOB_DIR}/output"
+LOGDIR = f"{JOB_DIR}/tensorboard"
+BACKUP_DIR = f"{JOB_DIR}/backup"  # cellship.job.backup_dir()
 SHIM_INIT = ('"""cellship shim: the in-job modules only, shipped in the job\'s ConfigMap '
              '(the image need not contain cellship)."""\n'
              "from cellship.inside import job  # `import cellship; cellship.job.is_chief()` "
@@ -159,6 +166,29 @@ def headless_service(identity: JobIdentity, owner: Mapping[str, Any]) -> dict[st
                      "ports": [{"name": "tf", "port": TF_PORT, "targetPort": TF_PORT}]}}
 
 
+def chief(spec: JobSpec) -> Replica:
+    """The replica whose files are the job's (output dir, logdir, backup): TensorFlow's
+    chief, which is worker 0 without a ``chief`` entry."""
+    return Replica("chief", 0) if spec.ps else Replica("worker", 0)
+
+
+def keeps_files(spec: JobSpec, replica: Replica, options: KubernetesOptions) -> bool:
+    """Whether this replica's pod gets the keeper container (plain pods' chief: a TFJob's
+    pods are the operator's to end, see the module's note)."""
+    return options.launcher == "pods" and replica == chief(spec)
+
+
+def keeper_container(options: KubernetesOptions, mounts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The chief pod's second container: the same image and mounts, no GPUs, waiting for
+    cellship to fetch the files (cellship/inside/keeper.py)."""
+    return podspec.container(
+        KEEPER, options.require_image(), command=[options.python, "-u", KEEPER_SCRIPT],
+        working_dir=JOB_DIR, env={"CELLSHIP_JOB_DIR": JOB_DIR, "PYTHONUNBUFFERED": "1",
+                                  "CELLSHIP_LINGER": f"{options.fetch_linger:g}"},
+        resources={"requests": {"cpu": "10m", "memory": "32Mi"}}, mounts=mounts,
+        pull_policy=options.image_pull_policy)
+
+
 def restart_policy(spec: JobSpec) -> str:
     return "OnFailure" if spec.max_restarts > 0 else "Never"
 
@@ -171,14 +201,19 @@ def _env(identity: JobIdentity, spec: JobSpec, options: KubernetesOptions, repli
     env = {"CELLSHIP_SHIM": SHIM_DIR, "PYTHONUNBUFFERED": "1",
            "CELLSHIP_JOB_ID": identity.job_id, "CELLSHIP_JOB_NAME": identity.job_name,
            "CELLSHIP_JOB_DIR": JOB_DIR,
-           "CELLSHIP_OUTPUT_DIR": options.output_dir or f"{JOB_DIR}/output",
-           "CELLSHIP_LOGDIR": options.logdir or f"{JOB_DIR}/tensorboard",
+           "CELLSHIP_OUTPUT_DIR": options.output_dir or OUTPUT_DIR,
+           "CELLSHIP_LOGDIR": options.logdir or LOGDIR,
            "CELLSHIP_TASK_TYPE": replica.type, "CELLSHIP_TASK_INDEX": str(replica.index),
            "CELLSHIP_PEER_TIMEOUT": f"{options.peer_timeout:g}",
            # The local backend's defaults, so a cell behaves the same on both backends.
            "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "1"}
     if tf_config is not None:
         env["TF_CONFIG"] = tf_config
+    gpus = 0 if replica.type == "ps" else spec.gpus
+    if gpus:
+        env["CELLSHIP_GPUS"] = str(gpus)
+    if keeps_files(spec, replica, options):
+        env["CELLSHIP_KEEPER"] = "1"
     return env | dict(spec.env)  # spec validation already refused the reserved names
 
 
@@ -217,7 +252,10 @@ def pod_spec(identity: JobIdentity, spec: JobSpec, options: KubernetesOptions,
         ports=[{"name": "tfjob-port", "containerPort": TF_PORT}],
         resources=podspec.option_resources(options, gpus), mounts=mounts,
         pull_policy=options.image_pull_policy)
-    return podspec.pod_spec([container], run_as_user=options.run_as_user, volumes=volumes,
+    containers = [container]
+    if keeps_files(spec, replica, options):
+        containers.append(keeper_container(options, mounts))
+    return podspec.pod_spec(containers, run_as_user=options.run_as_user, volumes=volumes,
                             restart_policy=restart_policy(spec),
                             scheduling=podspec.Scheduling.of(options))
 

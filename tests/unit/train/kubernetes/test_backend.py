@@ -236,4 +236,71 @@ def test_pods_deleted_behind_cellships_back_fail_the_job(backend, kube) -> None:
     del kube.objects[("Pod", NS, w1)]
     record = backend.refresh(job)
     assert record.status == "failed" and "disappeared" in record.error
-    assert ("Pod", NS, w0) not in kube.objects  # its peer would wait forever: stopped
+    # Its peer would wait forever: the chief stays for the fetch of its files, but the
+    # kubelet stops it after fetch_linger (600 s by default).
+    chief = kube.objects[("Pod", NS, w0)]
+    assert 0 < chief["spec"]["activeDeadlineSeconds"] <= 601
+
+
+def gpu_node(name: str, gpus: int) -> dict:
+    return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
+            "status": {"allocatable": {"nvidia.com/gpu": str(gpus), "cpu": "2"}}}
+
+
+def test_a_job_wanting_more_gpus_than_are_free_says_how_many(backend, kube) -> None:
+    """Three workers of one GPU each on a node with two, one of them held by another
+    job: the message counts the job's need against what is free, not per pod."""
+    kube.add(gpu_node("gpu-node", 2))
+    other = kube.add({"apiVersion": "v1", "kind": "Pod",
+                      "metadata": {"name": "someone-else", "namespace": "team"},
+                      "spec": {"nodeName": "gpu-node", "containers": [
+                          {"name": "c", "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}},
+                     status={"phase": "Running"})
+    assert other
+    job = submit(backend, workers=3, gpus=1, startup_timeout=30)
+    w0, w1, w2 = pod_names(job, ["worker-0", "worker-1", "worker-2"])
+    kube.set_pod(NS, w0, running())
+    message = "0/1 nodes are available: 1 Insufficient nvidia.com/gpu."
+    for pod in (w1, w2):
+        kube.set_pod(NS, pod, {"phase": "Pending", "conditions": [
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+             "message": message}]})
+    # The scheduler bound worker 0 to the node: it counts as the job's own, not as used.
+    kube.objects[("Pod", NS, w0)]["spec"]["nodeName"] = "gpu-node"
+    record = backend.refresh(job)
+    assert record.status == "pending"
+    assert "needs 3 nvidia.com/gpu, 1 free (the cluster has 2 in all)" in record.error, record.error
+    assert message in record.error  # the scheduler's own words follow
+
+
+def test_gpu_pods_tolerate_the_gpu_taint_and_others_do_not(backend, kube) -> None:
+    job = submit(backend, workers=1, ps=1, gpus=1)
+    chief, ps = pod_names(job, ["chief-0", "ps-0"])
+    toleration = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    assert toleration in kube.objects[("Pod", NS, chief)]["spec"]["tolerations"]
+    assert "tolerations" not in kube.objects[("Pod", NS, ps)]["spec"]
+    env = {e["name"]: e["value"] for e in
+           kube.objects[("Pod", NS, chief)]["spec"]["containers"][0]["env"]}
+    assert env["CELLSHIP_GPUS"] == "1" and env["CELLSHIP_KEEPER"] == "1"
+
+
+def test_the_chief_keeps_its_pod_for_the_fetch_and_the_duration_is_the_run_time(backend,
+                                                                                kube) -> None:
+    job = submit(backend, workers=2)
+    w0, w1 = pod_names(job, ["worker-0", "worker-1"])
+    spec = kube.objects[("Pod", NS, w0)]["spec"]
+    assert [c["name"] for c in spec["containers"]] == ["tensorflow", "keeper"]
+    assert [c["name"] for c in kube.objects[("Pod", NS, w1)]["spec"]["containers"]] == ["tensorflow"]
+    ran = {"startedAt": "2026-11-25T15:00:00Z", "finishedAt": "2026-11-25T15:00:42Z",
+           "exitCode": 0, "reason": "Completed"}
+    # Sorted by name, as the kubelet sends them: the keeper's status comes first.
+    kube.set_pod(NS, w0, {"phase": "Running", "containerStatuses": [
+        {"name": "keeper", "restartCount": 0, "state": {"running": {}}},
+        {"name": "tensorflow", "restartCount": 0, "state": {"terminated": ran}}]})
+    kube.set_pod(NS, w1, {"phase": "Succeeded", "containerStatuses": [
+        {"name": "tensorflow", "restartCount": 0,
+         "state": {"terminated": ran | {"startedAt": "2026-11-25T15:00:01Z"}}}]})
+    record = backend.refresh(job)
+    assert record.status == "succeeded", record.error
+    assert record.duration == pytest.approx(42.0)
+    assert ("Pod", NS, w0) in kube.objects  # the keeper holds it for the fetch
