@@ -253,6 +253,8 @@ function render({ model, el }) {
     if (message) root.append(h("div", { class: "cellship-message" }, message));
     if (job.error && done && job.status !== "succeeded") {
       root.append(h("div", { class: "cellship-error-text" }, job.error));
+    } else if (job.waiting && !done) {
+      root.append(h("div", { class: "cellship-error-text cellship-waiting-text" }, job.waiting));
     }
 
     const table = h("table", { class: "cellship-replicas" },
@@ -273,9 +275,16 @@ function render({ model, el }) {
                           "data-replica": label, "data-epoch": String(p.epoch) }),
           h("span", { class: "cellship-progress-text" }, " " + bits.join(" · ")));
       }
+      // On a cluster: the pod, and its node once scheduled; locally the address.
+      const where = r.pod
+        ? h("td", { class: "cellship-where" }, h("code", { class: "cellship-pod" }, r.pod),
+            r.node ? " on " : null, r.node ? h("code", { class: "cellship-node" }, r.node) : null)
+        : h("td", { class: "cellship-where" }, r.where || "");
       table.append(h("tr", { class: `cellship-replica cellship-${r.state}`, "data-replica": label },
-        h("td", {}, label), h("td", { class: "cellship-state" }, r.state), h("td", {}, String(r.restarts ?? 0)),
-        h("td", {}, r.where || ""), cell));
+        h("td", {}, label),
+        h("td", { class: "cellship-state" }, r.state,
+          r.reason ? h("span", { class: "cellship-reason" }, ` (${r.reason})`) : null),
+        h("td", {}, String(r.restarts ?? 0)), where, cell));
       if (r.diagnosis) {
         table.append(h("tr", { class: "cellship-diagnosis" }, h("td", { colspan: "5" }, r.diagnosis)));
       }

@@ -46,6 +46,10 @@ def test_two_workers_train_on_pods_with_logs_and_relayed_metrics(cluster, namesp
     assert set(frame["run"]) >= {"train"} and len(frame[frame.tag == "epoch_loss"]) == 2
     status = [(r.type, r.index, r.state) for r in job.record.replicas]
     assert status == [("worker", 0, "succeeded"), ("worker", 1, "succeeded")]
+    # Each replica knows its pod and the node it ran on (the test cluster's one node).
+    for r in job.record.replicas:
+        assert r.pod and r.pod.endswith(f"-worker-{r.index}") and r.node == "127.0.0.1", r
+        assert r.reason is None and r.diagnosis is None, r
     # The chief's files came home, laid out as a local job's: the SavedModel, the event
     # files (TensorBoard), no staging file in sight; the duration is the containers' run.
     assert [m.name for m in job.saved_models()] == ["digits"]
@@ -112,6 +116,9 @@ def test_an_image_the_node_lacks_is_diagnosed(cluster, namespace) -> None:
     record = job.wait(timeout=120)
     assert record.status == "failed"
     assert "cellship.test/nope:1" in record.error and "image" in record.error.lower(), record.error
+    (replica,) = record.replicas  # the row's own reason, on the node that cannot pull
+    assert (replica.reason, replica.node) == ("ImagePull", "127.0.0.1"), replica
+    assert "cellship.test/nope:1" in (replica.diagnosis or ""), replica
 
 
 SLEEPS = '''

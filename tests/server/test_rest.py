@@ -94,6 +94,18 @@ async def test_detail_has_replicas_events_and_paths(call, store, cellship_home: 
     assert data["output_dir"].endswith("/output")
 
 
+async def test_detail_says_where_each_replica_runs_and_why_it_cannot_start(
+        call, store, cellship_home: Path) -> None:
+    job = fake_job(store, cellship_home, workers=2, status="pending")
+    store.update_replica(job.id, "worker", 0, pod="train-w0", node="127.0.0.1")
+    store.update_replica(job.id, "worker", 1, pod="train-w1", reason="Unschedulable",
+                         diagnosis="Pod cannot be scheduled yet.")
+    data = (await call("GET", f"jobs/{job.id}")).json()  # nullable and set: both valid
+    assert [(r["pod"], r["node"], r["reason"], r["diagnosis"]) for r in data["replicas"]] == [
+        ("train-w0", "127.0.0.1", None, None),
+        ("train-w1", None, "Unschedulable", "Pod cannot be scheduled yet.")]
+
+
 async def test_unknown_job_is_404_naming_the_id(call) -> None:
     for method, path in (("GET", "jobs/nosuchid"), ("GET", "jobs/nosuchid/logs"),
                          ("GET", "jobs/nosuchid/metrics"), ("POST", "jobs/nosuchid/cancel"),

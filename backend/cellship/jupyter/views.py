@@ -32,7 +32,9 @@ def replica_key(replica: ReplicaRecord) -> str:
 def _replica(replica: ReplicaRecord) -> dict[str, Any]:
     return {"key": replica_key(replica), "label": replica.label, "type": replica.type,
             "index": replica.index, "state": replica.state, "exit_code": replica.exit_code,
-            "pid": replica.pid, "restarts": replica.restarts, "address": replica.address}
+            "pid": replica.pid, "restarts": replica.restarts, "address": replica.address,
+            "pod": replica.pod, "node": replica.node, "reason": replica.reason,
+            "diagnosis": replica.diagnosis}
 
 
 def job_summary(record: JobRecord) -> dict[str, Any]:

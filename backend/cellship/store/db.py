@@ -15,7 +15,9 @@ from typing import Any, Iterator, Mapping
 
 from cellship.errors import StoreError
 
-SCHEMA_VERSION = 2  # 2: batches and runs (additive: a version-1 store upgrades in place)
+# 2: batches and runs; 3: a replica's pod, node and why it cannot start. Each step is
+# additive (new tables, new nullable columns), so an older store upgrades in place.
+SCHEMA_VERSION = 3
 _OPEN_TIMEOUT_S = 30.0  # how long opening waits for another process creating the store
 
 _SCHEMA = """
@@ -49,6 +51,10 @@ CREATE TABLE IF NOT EXISTS replicas (
     restarts INTEGER NOT NULL DEFAULT 0,
     log_path TEXT NOT NULL,
     address TEXT,
+    pod TEXT,
+    node TEXT,
+    reason TEXT,
+    diagnosis TEXT,
     PRIMARY KEY (job_id, type, idx)
 );
 CREATE TABLE IF NOT EXISTS events (
@@ -92,6 +98,16 @@ CREATE TABLE IF NOT EXISTS runs (
     PRIMARY KEY (batch_id, idx)
 );
 """
+
+
+# Columns added to existing tables after their first version, in order: CREATE TABLE IF
+# NOT EXISTS leaves an existing table as it is, so an older store gets them by ALTER TABLE.
+_ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("replicas", "pod", "TEXT"),        # 3
+    ("replicas", "node", "TEXT"),       # 3
+    ("replicas", "reason", "TEXT"),     # 3
+    ("replicas", "diagnosis", "TEXT"),  # 3
+)
 
 
 def escape_like(text: str) -> str:
@@ -139,7 +155,24 @@ class Database:
                 db.execute("PRAGMA journal_mode=WAL")
             if version != SCHEMA_VERSION:
                 db.executescript(_SCHEMA)
-                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                self._migrate(db)
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        """Add the columns an older store lacks and stamp the version, in one write
+        transaction: two processes opening the same old store at once both get here, and
+        the second one, once the first has committed, finds the columns there and adds
+        nothing (rows already stored keep their values; the new columns read NULL)."""
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for table, column, kind in _ADDED_COLUMNS:
+                have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:

@@ -29,7 +29,8 @@ _ALLOWED_FROM: dict[str, tuple[str, ...]] = {
 
 _JOB_COLUMNS = frozenset({"name", "status", "started", "ended", "error", "supervisor_pid",
                           "detached", "restarts", "source"})
-_REPLICA_COLUMNS = frozenset({"state", "exit_code", "pid", "restarts", "log_path", "address"})
+_REPLICA_COLUMNS = frozenset({"state", "exit_code", "pid", "restarts", "log_path", "address",
+                              "pod", "node", "reason", "diagnosis"})
 
 # chief first, then workers, then parameter servers: the order users read replicas in
 _REPLICA_ORDER = "CASE type WHEN 'chief' THEN 0 WHEN 'worker' THEN 1 ELSE 2 END, idx"
@@ -37,6 +38,14 @@ _REPLICA_ORDER = "CASE type WHEN 'chief' THEN 0 WHEN 'worker' THEN 1 ELSE 2 END,
 
 @dataclass(frozen=True)
 class ReplicaRecord:
+    """One replica of a job as the store keeps it.
+
+    ``pod`` and ``node`` say where a replica runs on a cluster (the Pod's name and its
+    ``spec.nodeName``, None until it is scheduled); ``reason`` (a short word such as
+    Unschedulable or ImagePull) and ``diagnosis`` (the plain-words sentence) say why it
+    cannot start or keeps failing, and are None while it is fine. Local replicas leave
+    all four None: their pid and address say where they run."""
+
     job_id: str
     type: str
     index: int
@@ -46,6 +55,10 @@ class ReplicaRecord:
     restarts: int
     log_path: str
     address: str | None
+    pod: str | None = None
+    node: str | None = None
+    reason: str | None = None
+    diagnosis: str | None = None
 
     @property
     def label(self) -> str:
@@ -55,7 +68,8 @@ class ReplicaRecord:
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.type, "index": self.index, "state": self.state,
                 "exit_code": self.exit_code, "pid": self.pid, "restarts": self.restarts,
-                "log_path": self.log_path, "address": self.address}
+                "log_path": self.log_path, "address": self.address, "pod": self.pod,
+                "node": self.node, "reason": self.reason, "diagnosis": self.diagnosis}
 
 
 @dataclass(frozen=True)
@@ -104,7 +118,8 @@ def _row_to_replica(row: sqlite3.Row) -> ReplicaRecord:
     return ReplicaRecord(
         job_id=row["job_id"], type=row["type"], index=row["idx"], state=row["state"],
         exit_code=row["exit_code"], pid=row["pid"], restarts=row["restarts"],
-        log_path=row["log_path"], address=row["address"],
+        log_path=row["log_path"], address=row["address"], pod=row["pod"], node=row["node"],
+        reason=row["reason"], diagnosis=row["diagnosis"],
     )
 
 

@@ -32,7 +32,7 @@ from cellship.watch.logstream import LogLine
 from cellship.watch.metrics import MetricsBuffer, ScalarPoint, downsample
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from cellship.store import JobRecord
+    from cellship.store import JobRecord, ReplicaRecord
 
 MAX_LOG_ENTRIES = 5000       # the view keeps the last lines; the full log stays on disk
 DEDUP_WINDOW_LINES = 256     # how far back an identical line from another replica merges
@@ -231,10 +231,24 @@ def _int(value: Any, default: int) -> int:
     return value
 
 
+def _where(replica: ReplicaRecord) -> str:
+    """Where a replica runs, in a few words: ``pod on node`` on a cluster (just the pod
+    while it waits for a node), the address locally."""
+    if replica.pod:
+        return f"{replica.pod} on {replica.node}" if replica.node else replica.pod
+    return replica.address or ""
+
+
 def replica_rows(record: JobRecord) -> list[dict[str, Any]]:
     """A row per replica: label, state (pending/running/restarting/succeeded/failed/...),
     restarts, exit code, where it runs (a pod and node on Kubernetes, an address locally)
-    and, for a replica still pending, why the job cannot start when the backend said so."""
+    and why it cannot start.
+
+    Why the reason is the replica's own where the backend gave one (Kubernetes): the job's
+    error joins every pod's problem, and a row should say what is wrong with its pod, not
+    with its neighbour's. A backend that gives none (local) keeps the job's error on
+    every pending row, as before."""
+    own = any(r.diagnosis for r in record.replicas)
     rows = []
     for replica in record.replicas:
         state = replica.state
@@ -242,17 +256,27 @@ def replica_rows(record: JobRecord) -> list[dict[str, Any]]:
             state = "restarting"
         row: dict[str, Any] = {"replica": replica.label, "state": state,
                                "restarts": replica.restarts, "exit_code": replica.exit_code,
-                               "where": replica.address or ""}
-        if state == "pending" and record.error:
+                               "where": _where(replica)}
+        if replica.pod:
+            row["pod"], row["node"] = replica.pod, replica.node
+        if replica.diagnosis:
+            row["reason"], row["diagnosis"] = replica.reason, replica.diagnosis
+        elif state == "pending" and record.error and not own:
             row["diagnosis"] = record.error
         rows.append(row)
     return rows
 
 
 def job_header(record: JobRecord) -> dict[str, Any]:
+    """The job's line above the rows. ``waiting``: why a pending job cannot start where
+    the rows do not already say it all (a job-wide sentence such as "needs 3 GPUs, 1
+    free" beside the pods' own), else None."""
+    said = " ".join(r.diagnosis for r in record.replicas if r.diagnosis)
+    waiting = (record.error if record.status == "pending" and record.error and said
+               and record.error != said else None)
     return {"id": record.id, "name": record.name, "status": record.status,
             "backend": record.backend, "detached": record.detached,
-            "restarts": record.restarts, "error": record.error}
+            "restarts": record.restarts, "error": record.error, "waiting": waiting}
 
 
 def event_points(replica_event: dict[str, Any], steps_seen: dict[int, int]) -> list[ScalarPoint]:

@@ -10,6 +10,7 @@ import pytest
 from cellship import paths
 from cellship.errors import JobNotFound, StoreError
 from cellship.store import JobRecord, ReplicaRecord, Store
+from cellship.store.db import SCHEMA_VERSION
 
 
 def replica(job_id: str, type_: str, index: int) -> ReplicaRecord:
@@ -217,6 +218,101 @@ def test_delete_job_cascades(store):
         assert {r[0] for r in db.execute("SELECT job_id FROM events")} == {"j2"}
 
 
+def test_update_replica_where_it_runs_and_why_it_cannot_start(store):
+    store.create_job(record("j1", replicas=(replica("j1", "worker", 0),)))
+    (w0,) = store.get_job("j1").replicas
+    assert (w0.pod, w0.node, w0.reason, w0.diagnosis) == (None, None, None, None)
+    store.update_replica("j1", "worker", 0, pod="p-worker-0", reason="ImagePull",
+                         diagnosis="cannot pull its image")
+    (w0,) = store.get_job("j1").replicas
+    assert (w0.pod, w0.node, w0.reason, w0.diagnosis) == (
+        "p-worker-0", None, "ImagePull", "cannot pull its image")
+    store.update_replica("j1", "worker", 0, node="node-a", reason=None, diagnosis=None)
+    (w0,) = store.list_jobs()[0].replicas  # the batched read path too
+    assert (w0.pod, w0.node, w0.reason, w0.diagnosis) == ("p-worker-0", "node-a", None, None)
+    assert w0.to_dict()["node"] == "node-a" and w0.to_dict()["pod"] == "p-worker-0"
+
+
+# The store as cellship wrote it at schema versions 1 (jobs only) and 2 (plus batches and
+# runs), before replicas had a pod, node, reason and diagnosis: copied from those versions.
+_OLD_JOBS_SCHEMA = """
+CREATE TABLE jobs (id TEXT PRIMARY KEY, name TEXT NOT NULL, status TEXT NOT NULL,
+    backend TEXT NOT NULL, spec TEXT NOT NULL, job_dir TEXT NOT NULL, output_dir TEXT NOT NULL,
+    logdir TEXT NOT NULL, created REAL NOT NULL, started REAL, ended REAL, error TEXT,
+    supervisor_pid INTEGER, detached INTEGER NOT NULL DEFAULT 0,
+    restarts INTEGER NOT NULL DEFAULT 0, source TEXT);
+CREATE INDEX jobs_name ON jobs(name);
+CREATE INDEX jobs_created ON jobs(created);
+CREATE TABLE replicas (job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    type TEXT NOT NULL, idx INTEGER NOT NULL, state TEXT NOT NULL, exit_code INTEGER,
+    pid INTEGER, restarts INTEGER NOT NULL DEFAULT 0, log_path TEXT NOT NULL, address TEXT,
+    PRIMARY KEY (job_id, type, idx));
+CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE, ts REAL NOT NULL,
+    kind TEXT NOT NULL, message TEXT NOT NULL);
+CREATE INDEX events_job ON events(job_id, seq);
+"""
+_OLD_BATCHES_SCHEMA = """
+CREATE TABLE batches (id TEXT PRIMARY KEY, name TEXT NOT NULL, notebook TEXT NOT NULL,
+    status TEXT NOT NULL, backend TEXT NOT NULL, parallel INTEGER NOT NULL, kernel TEXT,
+    output_dir TEXT NOT NULL, cwd TEXT NOT NULL, created REAL NOT NULL, started REAL,
+    ended REAL, coordinator_pid INTEGER, error TEXT);
+CREATE INDEX batches_name ON batches(name);
+CREATE TABLE runs (batch_id TEXT NOT NULL REFERENCES batches(id) ON DELETE CASCADE,
+    idx INTEGER NOT NULL, parameters TEXT NOT NULL, status TEXT NOT NULL,
+    attempt INTEGER NOT NULL DEFAULT 0, output_path TEXT NOT NULL, log_path TEXT NOT NULL,
+    started REAL, ended REAL, error TEXT, pid INTEGER, recorded TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (batch_id, idx));
+"""
+
+
+def _old_store(path: Path, version: int) -> None:
+    """A store file as an older cellship left it: one finished job, two replicas, events."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.executescript(_OLD_JOBS_SCHEMA + (_OLD_BATCHES_SCHEMA if version >= 2 else ""))
+    db.execute("INSERT INTO jobs (id, name, status, backend, spec, job_dir, output_dir, logdir,"
+               " created, started, ended, error, restarts) VALUES"
+               " ('old1', 'digits', 'failed', 'kubernetes', '{\"workers\": 2}', '/j', '/o',"
+               " '/l', 10.0, 11.0, 12.0, 'boom', 1)")
+    db.execute("INSERT INTO replicas VALUES ('old1', 'worker', 0, 'failed', 3, NULL, 1,"
+               " '/l/worker-0.log', 'w0.svc:2222')")
+    db.execute("INSERT INTO replicas VALUES ('old1', 'worker', 1, 'succeeded', 0, 42, 0,"
+               " '/l/worker-1.log', NULL)")
+    db.execute("INSERT INTO events (job_id, ts, kind, message) VALUES ('old1', 10.0, 'created',"
+               " 'job digits created')")
+    db.execute(f"PRAGMA user_version={version}")
+    db.close()
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_older_store_opens_upgraded_and_keeps_its_data(tmp_path, version):
+    path = tmp_path / "cellship.db"
+    _old_store(path, version)
+    store = Store(path)
+    job = store.get_job("old1")
+    assert (job.name, job.status, job.backend, job.error, job.restarts) == (
+        "digits", "failed", "kubernetes", "boom", 1)
+    assert (job.spec, job.started, job.ended) == ({"workers": 2}, 11.0, 12.0)
+    w0, w1 = job.replicas
+    assert (w0.state, w0.exit_code, w0.restarts, w0.log_path, w0.address) == (
+        "failed", 3, 1, "/l/worker-0.log", "w0.svc:2222")
+    assert (w1.state, w1.exit_code, w1.pid, w1.address) == ("succeeded", 0, 42, None)
+    assert (w0.pod, w0.node, w0.reason, w0.diagnosis) == (None, None, None, None)
+    assert store.events("old1") == [(10.0, "created", "job digits created")]
+    # the new columns are there to write, and the version says so for the next opening
+    store.update_replica("old1", "worker", 0, pod="p0", node="n1", reason="Unschedulable",
+                         diagnosis="Pod cannot be scheduled yet.")
+    reopened = Store(path)
+    (w0, _) = reopened.get_job("old1").replicas
+    assert (w0.pod, w0.node, w0.reason, w0.diagnosis) == (
+        "p0", "n1", "Unschedulable", "Pod cannot be scheduled yet.")
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    store.create_job(record("new1", replicas=(replica("new1", "worker", 0),)))
+    assert [j.id for j in reopened.list_jobs()] == ["new1", "old1"]
+    assert reopened.list_batches() == []  # a version-1 store gained the batch tables
+
+
 def test_store_from_a_newer_cellship_is_refused(tmp_path):
     path = tmp_path / "cellship.db"
     with sqlite3.connect(path) as db:
@@ -305,3 +401,25 @@ def test_many_processes_creating_the_same_store_at_once_all_succeed(tmp_path: Pa
         for proc in procs:
             proc.join(timeout=30)
         assert outcomes == ["ok"] * 8
+
+
+def test_many_processes_upgrading_the_same_old_store_at_once_all_succeed(tmp_path: Path) -> None:
+    """Kernels, the server and a CLI may all open a store an older cellship left: one of
+    them adds the columns, the others find them there (no "duplicate column" error)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    for attempt in range(3):
+        path = tmp_path / f"old{attempt}" / "cellship.db"
+        path.parent.mkdir()
+        _old_store(path, 2)
+        barrier, results = ctx.Barrier(6), ctx.Queue()
+        procs = [ctx.Process(target=_open_store_together, args=(str(path), barrier, results))
+                 for _ in range(6)]
+        for proc in procs:
+            proc.start()
+        outcomes = [results.get(timeout=60) for _ in procs]
+        for proc in procs:
+            proc.join(timeout=30)
+        assert outcomes == ["ok"] * 6
+        assert Store(path).get_job("old1").replicas[0].address == "w0.svc:2222"

@@ -23,6 +23,7 @@ from cellship.watch.jobview import (
     event_points,
     is_error,
     is_partial_bar,
+    job_header,
     replica_rows,
 )
 from cellship.watch.logstream import LogLine
@@ -133,6 +134,47 @@ def test_replica_rows_show_restarting_and_why_a_pending_one_cannot_start() -> No
     rows = replica_rows(_record(state="pending", error="0/1 nodes have a free GPU"))
     assert rows[0]["diagnosis"] == "0/1 nodes have a free GPU"
     assert rows[1]["replica"] == "worker 1" and rows[1]["where"] == "127.0.0.1:1"
+
+
+def _kube_record(error: str | None, status: str = "pending") -> JobRecord:
+    """Two Kubernetes replicas: worker 0 bound to a node but its image will not pull,
+    worker 1 not yet scheduled and without a problem of its own."""
+    base = dict(exit_code=None, pid=None, restarts=0, log_path="/x", address="w.svc:2222")
+    replicas = (
+        ReplicaRecord("j1", "worker", 0, state="pending", pod="digits-j1-worker-0",
+                      node="127.0.0.1", reason="ImagePull",
+                      diagnosis="digits-j1-worker-0 cannot pull its image", **base),
+        ReplicaRecord("j1", "worker", 1, state="pending", pod="digits-j1-worker-1", **base),
+    )
+    return JobRecord("j1", "digits", status, "kubernetes", {}, "/j", "/o", "/l", 0.0,
+                     error=error, replicas=replicas)
+
+
+def test_kubernetes_rows_show_pod_node_and_their_own_reason() -> None:
+    rows = replica_rows(_kube_record(error="digits-j1-worker-0 cannot pull its image"))
+    assert rows[0]["where"] == "digits-j1-worker-0 on 127.0.0.1"
+    assert (rows[0]["pod"], rows[0]["node"]) == ("digits-j1-worker-0", "127.0.0.1")
+    assert rows[0]["reason"] == "ImagePull"
+    assert rows[0]["diagnosis"] == "digits-j1-worker-0 cannot pull its image"
+    # not scheduled yet: the pod alone, and no neighbour's problem on its row
+    assert rows[1]["where"] == "digits-j1-worker-1" and rows[1]["node"] is None
+    assert "diagnosis" not in rows[1] and "reason" not in rows[1]
+    json.dumps(rows)
+
+
+def test_the_header_says_a_job_wide_reason_the_rows_do_not() -> None:
+    own = "digits-j1-worker-0 cannot pull its image"
+    assert job_header(_kube_record(error=own))["waiting"] is None  # the row says it
+    wide = "The job needs 2 nvidia.com/gpu, 1 free (the cluster has 1 in all). " + own
+    assert job_header(_kube_record(error=wide))["waiting"] == wide
+    assert job_header(_kube_record(error=wide, status="failed"))["waiting"] is None
+    # a local job's pending rows carry the job's error themselves: nothing to add
+    assert job_header(_record(state="pending", status="pending", error="x"))["waiting"] is None
+
+
+def test_a_row_of_a_local_replica_keeps_its_address() -> None:
+    rows = replica_rows(_record())
+    assert rows[0]["where"] == "127.0.0.1:1" and "pod" not in rows[0] and "node" not in rows[0]
 
 
 def test_model_sends_small_deltas_and_a_full_snapshot() -> None:

@@ -3,8 +3,9 @@
 ``_launch`` creates the job object (a ConfigMap with the program) first, then the headless
 Service and one Pod per replica, each with an ownerReference to the ConfigMap's uid, so
 ``cancel`` is one delete and the garbage collector removes the rest. ``refresh`` reconciles
-the store with the pods' phases and puts a plain-words diagnosis (unschedulable, image
-pull, crash loop, OOM) into the job's error. Every API call goes through the one client
+the store with the pods' phases, records each replica's pod, node and (when it cannot
+start or keeps failing) its own plain-words diagnosis (unschedulable, image pull, crash
+loop, OOM), and puts those diagnoses together into the job's error. Every API call goes through the one client
 (:func:`cellship.kube.client.connect`); tests hand in a fake with the same interface.
 
 Options (namespace, image, ...) are :class:`~cellship.kube.options.KubernetesOptions`: given
@@ -138,8 +139,11 @@ class KubernetesBackend(Backend):
                     pass
             raise
         for replica in spec.replicas():
+            # Our own pods' names are known now (the view shows them before the first
+            # refresh); the TFJob operator names its pods itself, so refresh fills those in.
+            named = {"pod": identity.pod(replica)} if options.launcher != "tfjob" else {}
             self.store.update_replica(job.id, replica.type, replica.index,
-                                      address=identity.address(replica))
+                                      address=identity.address(replica), **named)
         self.store.add_event(job.id, "kubernetes",
                              f"created {options.launcher} job {manifests.describe(identity)}")
 
@@ -171,11 +175,17 @@ class KubernetesBackend(Backend):
             pod = _with_phase(pod, phase)
             cs = container_status(pod, CONTAINER)
             terminated = (cs.get("state") or {}).get("terminated") or {}
+            found = diagnose(pod, _safe_events(client, identity.namespace, pod), spec.max_restarts)
+            # Each replica keeps its own pod's diagnosis (the job's error joins them all),
+            # so the view's row says which pod cannot start and why; None once it is fine.
             self.store.update_replica(record.id, replica.type, replica.index,
                                       state=_PHASE_STATE.get(phase, "pending"),
                                       restarts=int(cs.get("restartCount") or 0),
-                                      exit_code=terminated.get("exitCode"))
-            found = diagnose(pod, _safe_events(client, identity.namespace, pod), spec.max_restarts)
+                                      exit_code=terminated.get("exitCode"),
+                                      pod=pod["metadata"].get("name"),
+                                      node=(pod.get("spec") or {}).get("nodeName"),
+                                      reason=found.reason if found is not None else None,
+                                      diagnosis=found.message if found is not None else None)
             if found is not None:
                 problems.append(found)
         problems = _with_gpu_shortfall(client, spec, list(pods.values()), problems)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 
 from cellship.kube.errors import KubernetesError, KubernetesForbidden
+from cellship.kube.names import label_value
 from cellship.kube.options import KubernetesOptions
 from cellship.train.backends import available, get_backend
 from cellship.train.kubernetes.backend import KubernetesBackend, split_timestamp
+from cellship.train.kubernetes.manifests import LABEL_JOB_ID
 from cellship.train.program import build_program
 from cellship.train.spec import JobSpec
 from cellship.watch.metrics import ScalarPoint, encode_relay
@@ -304,3 +306,55 @@ def test_the_chief_keeps_its_pod_for_the_fetch_and_the_duration_is_the_run_time(
     assert record.status == "succeeded", record.error
     assert record.duration == pytest.approx(42.0)
     assert ("Pod", NS, w0) in kube.objects  # the keeper holds it for the fetch
+
+
+def test_each_replica_records_its_pod_node_and_why_it_cannot_start(backend, kube) -> None:
+    """Worker 0 is bound to a node and pulls an image that is not there, worker 1 has no
+    node for it: each row says its own pod, node and reason, not the job's joined error;
+    a pod that recovers clears its reason."""
+    job = submit(backend, workers=2, startup_timeout=300)
+    w0, w1 = pod_names(job, ["worker-0", "worker-1"])
+    record = backend.store.get_job(job.id)  # before any refresh: the pod names are known
+    assert [(r.pod, r.node, r.reason) for r in record.replicas] == [(w0, None, None),
+                                                                    (w1, None, None)]
+    kube.objects[("Pod", NS, w0)]["spec"]["nodeName"] = "127.0.0.1"
+    kube.set_pod(NS, w0, {"phase": "Pending", "containerStatuses": [
+        {"name": "tensorflow", "restartCount": 0, "state": {"waiting": {
+            "reason": "ImagePullBackOff", "message": "Back-off pulling image \"tf:test\""}}}]})
+    unschedulable = "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector."
+    kube.set_pod(NS, w1, {"phase": "Pending", "conditions": [
+        {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+         "message": unschedulable}]})
+    record = backend.refresh(job)
+    assert record.status == "pending"
+    r0, r1 = record.replicas
+    assert (r0.pod, r0.node, r0.reason) == (w0, "127.0.0.1", "ImagePull")
+    assert "cannot pull its image 'tf:test'" in r0.diagnosis and "node selector" not in r0.diagnosis
+    assert (r1.pod, r1.node, r1.reason) == (w1, None, "Unschedulable")
+    assert "node selector" in r1.diagnosis and unschedulable in r1.diagnosis
+    assert "pull" not in r1.diagnosis
+    assert r0.diagnosis in record.error and r1.diagnosis in record.error
+    # worker 0 pulled its image after all and runs: its reason goes, worker 1's stays
+    kube.set_pod(NS, w0, running())
+    r0, r1 = backend.refresh(job).replicas
+    assert (r0.state, r0.node, r0.reason, r0.diagnosis) == ("running", "127.0.0.1", None, None)
+    assert r1.reason == "Unschedulable"
+
+
+def test_tfjob_pods_are_named_on_refresh(store) -> None:
+    """The operator names a TFJob's pods itself: the name comes from the pod found."""
+    kube = FakeKube(tfjob_crd=True)
+    backend = KubernetesBackend(store, KubernetesOptions(image="tf:test", namespace=NS,
+                                                         launcher="tfjob"),
+                                client_factory=lambda options: kube)
+    job = submit(backend)
+    assert store.get_job(job.id).replicas[0].pod is None
+    kube.add({"apiVersion": "v1", "kind": "Pod",
+              "metadata": {"name": "op-made-worker-0", "namespace": NS, "labels": {
+                  LABEL_JOB_ID: label_value(job.id),
+                  "training.kubeflow.org/replica-type": "worker",
+                  "training.kubeflow.org/replica-index": "0"}},
+              "spec": {"nodeName": "node-b", "containers": [{"name": "tensorflow"}]}},
+             status=running())
+    (r0,) = backend.refresh(job).replicas
+    assert (r0.pod, r0.node, r0.state) == ("op-made-worker-0", "node-b", "running")
