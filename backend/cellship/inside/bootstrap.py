@@ -219,6 +219,22 @@ def progress_callback(base: type) -> Any:
     return CellshipProgress
 
 
+def epoch_progress_callback(progress_class: type, base: type) -> Any:
+    """The progress callback without its batch hook, for ParameterServerStrategy: Keras
+    refuses batch-level callbacks there (steps run asynchronously on the workers). The base
+    class's own no-op hook is put back, which Keras recognises as "not implemented"."""
+
+    class CellshipEpochProgress(progress_class):  # type: ignore[misc,valid-type]
+        on_train_batch_end = base.on_train_batch_end
+
+    return CellshipEpochProgress
+
+
+def _parameter_server(model: Any) -> bool:
+    strategy = getattr(model, "distribute_strategy", None)
+    return type(strategy).__name__.startswith("ParameterServerStrategy")
+
+
 def _patch_fit(model_class: type, callback_base: type) -> None:
     """Add the progress callback to every ``fit``; print one line per epoch (``verbose=2``)
     unless the user chose a verbosity: the per-batch bar is the notebook view's job now,
@@ -229,13 +245,14 @@ def _patch_fit(model_class: type, callback_base: type) -> None:
     if getattr(original, "_cellship_hooked", False):
         return
     callback_class = progress_callback(callback_base)
+    epoch_class = epoch_progress_callback(callback_class, callback_base)
 
     @functools.wraps(original)
     def fit(self: Any, *args: Any, **kwargs: Any) -> Any:
         if len(args) <= 4:  # callbacks is fit's 6th parameter: positional ones are left alone
             callbacks = list(kwargs.get("callbacks") or [])
             if not any(isinstance(c, callback_class) for c in callbacks):
-                callbacks.append(callback_class())
+                callbacks.append(epoch_class() if _parameter_server(self) else callback_class())
             kwargs["callbacks"] = callbacks
             kwargs.setdefault("verbose", 2)
         return original(self, *args, **kwargs)
