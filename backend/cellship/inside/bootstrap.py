@@ -224,8 +224,8 @@ def epoch_progress_callback(progress_class: type, base: type) -> Any:
     refuses batch-level callbacks there (steps run asynchronously on the workers). The base
     class's own no-op hook is put back, which Keras recognises as "not implemented"."""
 
-    class CellshipEpochProgress(progress_class):  # type: ignore[misc,valid-type]
-        on_train_batch_end = base.on_train_batch_end
+    class CellshipEpochProgress(progress_class):
+        on_train_batch_end = base.on_train_batch_end  # type: ignore[attr-defined]
 
     return CellshipEpochProgress
 
