@@ -80,6 +80,7 @@ lint: setup
 	$(VENV)/bin/lint-imports --no-cache
 
 test: setup lint system-deps cluster-deps
+	@echo "test: setup done at $$(date -u +%T) UTC; the suite starts"
 	$(PY) -m pytest -ra
 
 test-unit: setup

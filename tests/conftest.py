@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import faulthandler
 import os
+import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -50,3 +53,34 @@ def wait_until_gone(job_id: str, within: float) -> float:
         if time.monotonic() - start > within:
             pytest.fail(f"job {job_id} left processes behind: {left}")
         time.sleep(0.1)
+
+
+# What outlives the session. A child left running (a test that failed before its cleanup) is
+# killed here, because Python's exit would otherwise wait for it: multiprocessing joins its
+# children at exit, and once such a join held CI until the job's time ran out.
+_LEFT_BEHIND: list[str] = []
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    children = psutil.Process().children(recursive=True)
+    for child in children:
+        try:
+            _LEFT_BEHIND.append(f"{child.pid} {' '.join(child.cmdline())[:200]}")
+            child.kill()
+        except psutil.Error:
+            continue
+    psutil.wait_procs(children, timeout=10)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]
+    if _LEFT_BEHIND:
+        terminalreporter.section("processes the tests left behind (killed)")
+        for line in _LEFT_BEHIND:
+            terminalreporter.write_line(line)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Once pytest is done, anything still holding the interpreter (a non-daemon thread, a
+    stuck atexit handler) gets two minutes; then every thread's stack is printed and the run
+    exits 1, so CI reports the culprit instead of timing out with nothing said."""
+    faulthandler.dump_traceback_later(120, exit=True, file=sys.__stderr__)

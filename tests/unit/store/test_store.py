@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -375,51 +378,51 @@ def test_transition_to_an_unknown_status_is_refused(store):
 
 
 
-def _open_store_together(path: str, barrier, results) -> None:
-    from cellship.store import Store
-    barrier.wait()
+# Each opener is its own interpreter (fork + exec through subprocess), started together and
+# released at one wall-clock instant. A bare ``fork`` of the test process is not safe here:
+# by the time this test runs, earlier tests have left threads (TensorFlow's pools, servers)
+# whose locks a forked child can inherit held, and one such child once hung, so CI's
+# multiprocessing ``join`` at exit waited until the job's time ran out.
+_OPENER = """
+import sys, time
+from cellship.store import Store
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+try:
+    Store(sys.argv[1])
+    print("ok")
+except Exception as err:
+    print(repr(err))
+"""
+
+
+def _open_store_together(path: str, count: int) -> list[str]:
+    """What each of ``count`` processes opening ``path`` at the same instant reported."""
+    release = time.time() + 1.0  # after every interpreter has imported cellship.store (~0.1 s)
+    procs = [subprocess.Popen([sys.executable, "-c", _OPENER, path, str(release)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for _ in range(count)]
     try:
-        Store(path)
-        results.put("ok")
-    except Exception as err:  # reported to the parent, which asserts on it
-        results.put(repr(err))
+        return [proc.communicate(timeout=90)[0].strip() for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def test_many_processes_creating_the_same_store_at_once_all_succeed(tmp_path: Path) -> None:
     """CI once saw "database is locked" when a server and a test created one store together."""
-    import multiprocessing
-
-    ctx = multiprocessing.get_context("fork")
-    for attempt in range(5):
+    for attempt in range(4):
         path = str(tmp_path / f"race{attempt}" / "cellship.db")
-        barrier, results = ctx.Barrier(8), ctx.Queue()
-        procs = [ctx.Process(target=_open_store_together, args=(path, barrier, results))
-                 for _ in range(8)]
-        for proc in procs:
-            proc.start()
-        outcomes = [results.get(timeout=60) for _ in procs]
-        for proc in procs:
-            proc.join(timeout=30)
-        assert outcomes == ["ok"] * 8
+        assert _open_store_together(path, 8) == ["ok"] * 8
 
 
 def test_many_processes_upgrading_the_same_old_store_at_once_all_succeed(tmp_path: Path) -> None:
     """Kernels, the server and a CLI may all open a store an older cellship left: one of
     them adds the columns, the others find them there (no "duplicate column" error)."""
-    import multiprocessing
-
-    ctx = multiprocessing.get_context("fork")
     for attempt in range(3):
         path = tmp_path / f"old{attempt}" / "cellship.db"
         path.parent.mkdir()
         _old_store(path, 2)
-        barrier, results = ctx.Barrier(6), ctx.Queue()
-        procs = [ctx.Process(target=_open_store_together, args=(str(path), barrier, results))
-                 for _ in range(6)]
-        for proc in procs:
-            proc.start()
-        outcomes = [results.get(timeout=60) for _ in procs]
-        for proc in procs:
-            proc.join(timeout=30)
-        assert outcomes == ["ok"] * 6
+        assert _open_store_together(str(path), 6) == ["ok"] * 6
         assert Store(path).get_job("old1").replicas[0].address == "w0.svc:2222"
