@@ -4,16 +4,6 @@
 const COLUMNS = [["id", "id"], ["name", "name"], ["status", "status"], ["backend", "backend"],
                  ["replicas", "replicas"], ["created", "created"], ["duration", "duration"]];
 
-function h(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k === "class") node.className = v;
-    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
-    else node.setAttribute(k, v);
-  }
-  for (const child of children) if (child !== null && child !== undefined) node.append(child);
-  return node;
-}
 
 function render({ model, el }) {
   let sortKey = "created", descending = true, filter = "";

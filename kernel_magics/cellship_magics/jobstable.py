@@ -15,13 +15,13 @@ from IPython.display import display
 
 from cellship.errors import CellshipError
 from cellship.train import api
-from cellship_magics.view import WIDGET_MIME, job_bundle, widget_mime
+from cellship_magics.view import WIDGET_MIME, job_bundle, widget_mime, widget_source
 
 HERE = Path(__file__).parent
 
 
 class JobsWidget(anywidget.AnyWidget):
-    _esm = HERE / "jobstable.js"
+    _esm = widget_source("jobstable.js")
     _css = HERE / "view.css"
     rows: traitlets.List[Any] = traitlets.List([]).tag(sync=True)
 

@@ -100,17 +100,6 @@ async function post(path) {
 }
 
 // -- drawing ----------------------------------------------------------------------------
-function h(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k === "class") node.className = v;
-    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
-    else node.setAttribute(k, v);
-  }
-  for (const child of children) if (child !== null && child !== undefined) node.append(child);
-  return node;
-}
-
 function fmtNumber(v) {
   if (v === null || v === undefined) return "–";
   const a = Math.abs(v);

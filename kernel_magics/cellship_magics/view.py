@@ -46,11 +46,17 @@ SEND_INTERVAL = 0.25   # seconds between two deltas to the browser
 RECORD_INTERVAL = 1.0  # seconds between two looks at the job's record (replica states)
 
 
+def widget_source(module: str) -> str:
+    """An anywidget module's text with the shared DOM helpers (dom.js) in front: anywidget
+    loads one ES source per widget, with no bundler to resolve a sibling import."""
+    return (HERE / "dom.js").read_text() + "\n" + (HERE / module).read_text()
+
+
 class JobWidget(anywidget.AnyWidget):
     """The browser side's model: the kernel's deltas arrive as custom messages; ``state``
     holds the final snapshot (so a saved notebook's widget state can draw it again)."""
 
-    _esm = HERE / "view.js"
+    _esm = widget_source("view.js")
     _css = HERE / "view.css"
     key = traitlets.Unicode("").tag(sync=True)
     job_id = traitlets.Unicode("").tag(sync=True)

@@ -76,6 +76,14 @@ def _version(spec: Any) -> int | None:
     return int(spec.version.value) if spec.HasField("version") else None
 
 
+def _answered_by(response: Any, model: str, version: int, signature: str) -> None:
+    """Fill a response's ``model_spec`` the way TF Serving does: the model, the version that
+    answered and the signature it ran."""
+    response.model_spec.name = model
+    response.model_spec.version.value = version
+    response.model_spec.signature_name = signature
+
+
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     def __init__(self, server: ModelServer) -> None:
         self.server = server
@@ -109,9 +117,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             outputs = await self.server.run_signature(spec.name, state, sig, checked.tensors,
                                                       checked.rows)
             response = predict_pb2.PredictResponse()
-            response.model_spec.name = spec.name
-            response.model_spec.version.value = state.version
-            response.model_spec.signature_name = sig.info.key
+            _answered_by(response, spec.name, state.version, sig.info.key)
             for out, value in outputs.items():
                 if not wanted or out in wanted:
                     response.outputs[out].CopyFrom(tf.make_tensor_proto(np.asarray(value)))
@@ -155,9 +161,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         async def work() -> Any:
             (state, sig), outputs = await self._examples(request, "classify")
             response = classification_pb2.ClassificationResponse()
-            response.model_spec.name = request.model_spec.name
-            response.model_spec.version.value = state.version
-            response.model_spec.signature_name = sig.info.key
+            _answered_by(response, request.model_spec.name, state.version, sig.info.key)
             classes, scores = outputs.get("classes"), outputs.get("scores")
             rows = len(classes if classes is not None else scores)  # type: ignore[arg-type]
             for i in range(rows):
@@ -178,9 +182,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         async def work() -> Any:
             (state, sig), outputs = await self._examples(request, "regress")
             response = regression_pb2.RegressionResponse()
-            response.model_spec.name = request.model_spec.name
-            response.model_spec.version.value = state.version
-            response.model_spec.signature_name = sig.info.key
+            _answered_by(response, request.model_spec.name, state.version, sig.info.key)
             for value in np.asarray(next(iter(outputs.values()))).reshape(-1):
                 response.result.regressions.add().value = float(value)
             return response
