@@ -6,7 +6,11 @@ import os
 import platform
 import statistics
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 # One training program for every variant: MultiWorkerMirrored on scikit-learn's digits. It
 # prints the wall-clock time of its first training step, which is what the goals measure.
@@ -55,3 +59,22 @@ def isolated_home() -> Path:
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+@contextmanager
+def bench_cluster(namespace: str = "bench") -> Iterator[tuple[Any, str]]:
+    """The k8s tier's test cluster, booted for a benchmark: the training image imported,
+    KUBECONFIG pointing at it and ``namespace`` ready for pods (its default ServiceAccount
+    exists). Yields the cluster and the image's name; the cluster stops on exit."""
+    from tests.cluster.harness import LocalCluster, build_binaries
+    from tests.cluster.image import training_image_archive
+
+    archive, image = training_image_archive()
+    cluster = LocalCluster(build_binaries())
+    with cluster:
+        cluster.import_image(archive, image)
+        os.environ["KUBECONFIG"] = str(cluster.kubeconfig)
+        cluster.kubectl("create", "namespace", namespace)
+        while cluster.kubectl("get", "sa", "default", "-n", namespace, check=False).returncode:
+            time.sleep(0.2)
+        yield cluster, image

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import shutil
 import statistics
 import sys
@@ -29,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import isolated_home, machine
+from benchmarks._common import bench_cluster, isolated_home, machine
 
 PROGRAM = '''
 import os
@@ -54,20 +53,10 @@ def main() -> None:
                         help="comma-separated numbers of parallel send streams to try")
     args = parser.parse_args()
     variants = [int(n) for n in args.streams.split(",")]
-    from tests.cluster.harness import LocalCluster, build_binaries
-    from tests.cluster.image import training_image_archive
-
-    archive, image = training_image_archive()
-    cluster = LocalCluster(build_binaries())
     home = isolated_home()
     results: dict[str, list[float]] = {"kubectl": []}
     size = 0
-    with cluster:
-        cluster.import_image(archive, image)
-        os.environ["KUBECONFIG"] = str(cluster.kubeconfig)
-        cluster.kubectl("create", "namespace", "bench")
-        while cluster.kubectl("get", "sa", "default", "-n", "bench", check=False).returncode:
-            time.sleep(0.2)
+    with bench_cluster() as (cluster, image):
         import cellship
         from cellship.fetch import pull
         from cellship.train.kubernetes.backend import KubernetesBackend

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import sys
@@ -29,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import isolated_home, machine
+from benchmarks._common import bench_cluster, isolated_home, machine
 
 PROGRAM = "import time\nprint('up', flush=True)\ntime.sleep(300)\n"
 
@@ -92,19 +91,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    from tests.cluster.harness import LocalCluster, build_binaries
-    from tests.cluster.image import training_image_archive
-
-    archive, image = training_image_archive()
-    cluster = LocalCluster(build_binaries())
     results: dict[str, list[float]] = {"cellship": [], "kubectl": []}
     home = isolated_home()
-    with cluster:
-        cluster.import_image(archive, image)
-        os.environ["KUBECONFIG"] = str(cluster.kubeconfig)
-        cluster.kubectl("create", "namespace", "bench")
-        while cluster.kubectl("get", "sa", "default", "-n", "bench", check=False).returncode:
-            time.sleep(0.2)
+    with bench_cluster() as (cluster, image):
         kubectl_launch(cluster, "bench", image)  # warm: the image's first start is slower
         for _ in range(args.runs):
             results["kubectl"].append(kubectl_launch(cluster, "bench", image))

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import sys
@@ -27,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import isolated_home, machine
+from benchmarks._common import bench_cluster, isolated_home, machine
 
 PROGRAM = '''
 import os, time
@@ -63,19 +62,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--pause", type=float, default=1.5)
     args = parser.parse_args()
-    from tests.cluster.harness import LocalCluster, build_binaries
-    from tests.cluster.image import training_image_archive
-
-    archive, image = training_image_archive()
-    cluster = LocalCluster(build_binaries())
     home = isolated_home()
     lags: list[float] = []
-    with cluster:
-        cluster.import_image(archive, image)
-        os.environ["KUBECONFIG"] = str(cluster.kubeconfig)
-        cluster.kubectl("create", "namespace", "bench")
-        while cluster.kubectl("get", "sa", "default", "-n", "bench", check=False).returncode:
-            time.sleep(0.2)
+    with bench_cluster() as (cluster, image):
         import cellship
         from cellship.train.kubernetes.backend import KubernetesBackend
         from cellship.watch import tensorboard as tb
