@@ -21,7 +21,8 @@ from cellship.errors import (
 __version__ = "0.1.0"
 
 __all__ = ["submit", "submit_script", "jobs", "get_job", "last_job", "Job", "job", "models",
-           "batch", "batches", "get_batch", "Batch", "record", "CellshipError",
+           "batch", "batches", "get_batch", "Batch", "record", "release", "rollback",
+           "CellshipError",
            "UsageError", "ProgramError", "JobNotFound", "JobFailed", "BackendError",
            "MissingDependency", "load_ipython_extension", "compare", "__version__"]
 
@@ -37,8 +38,10 @@ _LAZY = {"submit": "cellship.train.api", "submit_script": "cellship.train.api",
          "record": "cellship_magics.record",  # kernel-side: it displays through IPython
          "deploy": "cellship.deployment", "undeploy": "cellship.deployment",
          "deployments": "cellship.deployment",
+         # the package is callable: cellship.release(...) runs cellship.release.pipeline.release
+         "release": "cellship.release", "rollback": "cellship.release.pipeline",
          "compare": "cellship.comparison"}  # not cellship.compare: it would shadow the function
-_MODULES = {"job", "models"}
+_MODULES = {"job", "models", "release"}
 
 
 def __getattr__(name: str) -> Any:

@@ -62,3 +62,29 @@ class ExportError(CellshipError):
 class PathRefused(UsageError):
     """A file or log parameter names a path outside the directory it must stay in
     (``..``, an absolute path, a symlink out): refused rather than resolved."""
+
+
+class ReleaseError(CellshipError):
+    """A ``cellship release`` (or ``rollback``) stopped; the message names the step and why.
+    ``step`` is the pipeline step that stopped it (run, gates, contract, stage, canary,
+    promote), as the release record keeps it."""
+
+    def __init__(self, message: str, step: str = "") -> None:
+        super().__init__(message)
+        self.step = step
+
+
+class GateSyntaxError(UsageError):
+    """A ``--gate`` expression is not of the accepted form."""
+
+
+class GateFailed(ReleaseError):
+    """One or more gates were not met; the message is the table of gate, value, threshold."""
+
+
+class ContractBroken(ReleaseError):
+    """The new version's serving signature differs from the one now served."""
+
+
+class ReleaseBusy(ReleaseError):
+    """Another release of the same model is running (its id and pid are named)."""

@@ -25,10 +25,13 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from cellship.errors import ExportError, ModelNotFound, UsageError
 from cellship.paths import home
+
+if TYPE_CHECKING:
+    from cellship.store import BatchRecord, RunRecord, Store
 
 MANIFEST = "cellship-manifest.json"
 EXAMPLE = "cellship-example.json"
@@ -258,9 +261,12 @@ def export_saved_model(saved_model: str | os.PathLike[str], name: str, *,
                        parameters: Mapping[str, Any] | None = None,
                        metrics: Mapping[str, Any] | None = None,
                        example: str | os.PathLike[str] | Mapping[str, Any] | None = None,
-                       candidates: Sequence[Path] = ()) -> ExportResult:
+                       candidates: Sequence[Path] = (),
+                       repository: Path | None = None) -> ExportResult:
     """Check a SavedModel (serving signature; the example request, if any) and store it as
-    the next version of ``name``. Nothing is stored when a check fails."""
+    the next version of ``name``. Nothing is stored when a check fails. ``repository``: the
+    directory of models to store into (default :func:`root`; ``cellship release`` stages a
+    canary in one of its own)."""
     check_name(name)
     src = Path(saved_model).resolve()
     if not (src / "saved_model.pb").is_file():
@@ -285,7 +291,7 @@ def export_saved_model(saved_model: str | os.PathLike[str], name: str, *,
         manifest["example"] = {"file": EXAMPLE, "verb": answer["verb"]}
         extra[EXAMPLE] = json.dumps({"verb": answer["verb"], "request": request,
                                      "response": answer["response"]}, indent=1)
-    stored = _store(src, name, manifest, extra)
+    stored = _store(src, name, manifest, extra, repository)
     return ExportResult(stored, src, tuple(candidates) or (src,),
                         None if answer is None else answer["response"])
 
@@ -296,8 +302,9 @@ def _cellship_version() -> str:
     return __version__
 
 
-def _store(src: Path, name: str, manifest: dict[str, Any], extra: Mapping[str, str]) -> ModelVersion:
-    base = root() / name
+def _store(src: Path, name: str, manifest: dict[str, Any], extra: Mapping[str, str],
+           repository: Path | None = None) -> ModelVersion:
+    base = (repository or root()) / name
     base.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".incoming-", dir=base))
     try:
@@ -399,6 +406,32 @@ def export_job(job_ref: str, name: str | None = None, *,
                               metrics=metrics, example=example, candidates=candidates)
 
 
+def saved_models_of_run(record: "BatchRecord", run: "RunRecord", store: "Store",
+                        job_timeout: float | None = 3600.0) -> tuple[list[Path], str, list[str]]:
+    """The SavedModels one notebook run produced: those its ``%%train`` jobs wrote (waiting
+    for jobs still running) and those written during the run under the notebook's working
+    directory; with a sentence saying where it looked, and the ids of the jobs."""
+    from cellship.train import api
+
+    started = (run.started or record.created) - 2.0  # file times may be coarse
+    candidates: list[Path] = []
+    job_ids = []
+    for job_record in store.jobs_of_run(record.id, run.index):
+        job = api.get_job(job_record.id)
+        job_ids.append(job_record.id)
+        if not job.record.done:
+            job.wait(timeout=job_timeout)
+        if job.record.status == "succeeded":
+            candidates += job.saved_models()
+    cwd = Path(record.cwd)
+    local, truncated = find_saved_models(cwd, since=started)
+    candidates += [p for p in local if p not in candidates]
+    stopped = f" - the scan stopped after {_MAX_SCANNED_DIRS} directories" if truncated else ""
+    where = (f"under {cwd} (the notebook's working directory){stopped} and in the output of the "
+             f"jobs it submitted ({', '.join(job_ids) or 'none'})")
+    return candidates, where, job_ids
+
+
 def export_notebook(path: str | os.PathLike[str], name: str | None = None, *,
                     parameters: Mapping[str, Any] | None = None,
                     example: str | os.PathLike[str] | Mapping[str, Any] | None = None,
@@ -427,26 +460,8 @@ def export_notebook(path: str | os.PathLike[str], name: str | None = None, *,
         raise ExportError(f"The notebook {notebook} {run.status}: {run.error or 'no reason recorded'}. "
                           f"Nothing was stored. The executed notebook is {run.output_path} "
                           f"(log: {run.log_path}).")
-    store = Store.default()
-    jobs = store.jobs_of_run(batch.id, 0)
-    started = (run.started or record.created) - 2.0  # file times may be coarse
-    candidates: list[Path] = []
-    job_ids = []
-    from cellship.train import api
-
-    for job_record in jobs:
-        job = api.get_job(job_record.id)
-        job_ids.append(job_record.id)
-        if not job.record.done:
-            job.wait(timeout=job_timeout)
-        if job.record.status == "succeeded":
-            candidates += job.saved_models()
+    candidates, where, job_ids = saved_models_of_run(record, run, Store.default(), job_timeout)
     cwd = Path(record.cwd)
-    local, truncated = find_saved_models(cwd, since=started)
-    candidates += [p for p in local if p not in candidates]
-    stopped = f" - the scan stopped after {_MAX_SCANNED_DIRS} directories" if truncated else ""
-    where = (f"under {cwd} (the notebook's working directory){stopped} and in the output of the "
-             f"jobs it submitted ({', '.join(job_ids) or 'none'})")
     if not candidates:
         raise ExportError(
             f"The notebook {notebook} ran, but produced no SavedModel: looked for directories "
@@ -468,4 +483,5 @@ def export_notebook(path: str | os.PathLike[str], name: str | None = None, *,
 
 __all__ = ["ModelVersion", "ExportResult", "root", "list_models", "get_model", "resolve",
            "export_notebook", "export_job", "export_saved_model", "find_saved_models",
+           "saved_models_of_run",
            "version_dirs", "check_name", "MANIFEST"]

@@ -9,6 +9,7 @@ one winner).
 - :mod:`.db`       the file: schema, opening (WAL, version check, locked-open retry)
 - :mod:`.jobs`     training jobs: job, replica and event records, status transitions
 - :mod:`.batches`  batches of notebook runs: batch and run records
+- :mod:`.releases` ``cellship release`` / ``rollback`` records (the running row is the lock)
 
 :class:`Store` is both halves over one file; import it (and the records) from here.
 
@@ -23,12 +24,13 @@ from __future__ import annotations
 from cellship.store.batches import BatchesTable, BatchRecord, RunRecord
 from cellship.store.db import SCHEMA_VERSION
 from cellship.store.jobs import JOB_STATUSES, TERMINAL_STATUSES, JobRecord, JobsTable, ReplicaRecord
+from cellship.store.releases import RELEASE_OUTCOMES, ReleaseRecord, ReleasesTable
 
 __all__ = ["Store", "JobRecord", "ReplicaRecord", "BatchRecord", "RunRecord", "JOB_STATUSES",
-           "TERMINAL_STATUSES", "SCHEMA_VERSION"]
+           "TERMINAL_STATUSES", "SCHEMA_VERSION", "ReleaseRecord", "RELEASE_OUTCOMES"]
 
 
-class Store(JobsTable, BatchesTable):
+class Store(JobsTable, BatchesTable, ReleasesTable):
     """Access to the job store at ``path`` (created on first use)."""
 
     @classmethod

@@ -15,9 +15,10 @@ from typing import Any, Iterator, Mapping
 
 from cellship.errors import StoreError
 
-# 2: batches and runs; 3: a replica's pod, node and why it cannot start. Each step is
-# additive (new tables, new nullable columns), so an older store upgrades in place.
-SCHEMA_VERSION = 3
+# 2: batches and runs; 3: a replica's pod, node and why it cannot start; 4: releases (the
+# `cellship release` pipeline's records). Each step is additive (new tables, new nullable
+# columns), so an older store upgrades in place.
+SCHEMA_VERSION = 4
 _OPEN_TIMEOUT_S = 30.0  # how long opening waits for another process creating the store
 
 _SCHEMA = """
@@ -97,6 +98,28 @@ CREATE TABLE IF NOT EXISTS runs (
     recorded TEXT NOT NULL DEFAULT '{}',
     PRIMARY KEY (batch_id, idx)
 );
+CREATE TABLE IF NOT EXISTS releases (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    model TEXT NOT NULL,
+    target TEXT NOT NULL,
+    version INTEGER,
+    previous INTEGER,
+    notebook TEXT,
+    parameters TEXT NOT NULL DEFAULT '{}',
+    gates TEXT NOT NULL DEFAULT '[]',
+    outcome TEXT NOT NULL,
+    failed_step TEXT,
+    reason TEXT,
+    details TEXT NOT NULL DEFAULT '{}',
+    batch_id TEXT,
+    output_notebook TEXT,
+    user TEXT NOT NULL,
+    pid INTEGER,
+    started REAL NOT NULL,
+    ended REAL
+);
+CREATE INDEX IF NOT EXISTS releases_model ON releases(model, started);
 """
 
 

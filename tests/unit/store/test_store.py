@@ -310,10 +310,11 @@ def test_an_older_store_opens_upgraded_and_keeps_its_data(tmp_path, version):
     assert (w0.pod, w0.node, w0.reason, w0.diagnosis) == (
         "p0", "n1", "Unschedulable", "Pod cannot be scheduled yet.")
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     store.create_job(record("new1", replicas=(replica("new1", "worker", 0),)))
     assert [j.id for j in reopened.list_jobs()] == ["new1", "old1"]
     assert reopened.list_batches() == []  # a version-1 store gained the batch tables
+    assert reopened.list_releases("digits") == []  # and every store older than 4, releases
 
 
 def test_store_from_a_newer_cellship_is_refused(tmp_path):

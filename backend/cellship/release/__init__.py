@@ -1,0 +1,36 @@
+"""Releases: a notebook to a served model version in one gated, recorded step, with a
+canary, promotion, and rollback by itself when a check fails (``cellship release``,
+``cellship releases``, ``cellship rollback``, ``cellship.release(...)``).
+
+- :mod:`.gates`     ``--gate`` expressions: parsing, checking against recorded values
+- :mod:`.contract`  serving-signature differences between two versions
+- :mod:`.canary`    smoke test, answer comparison, error rate and p99 from /metrics
+- :mod:`.targets`   the Target interface and the local model repository target
+- :mod:`.records`   who releases; the release history as a table
+- :mod:`.pipeline`  the steps in order, the record, the cleanup; rollback
+- :mod:`.cigen`     GitHub Actions, GitLab CI and Jenkins definitions of the same release
+
+Why this module is callable: ``cellship.release(...)`` is the public function, and a
+subpackage of the same name replaces the package attribute as soon as it is imported (the
+reason batch runs live in ``cellship.runs``). Instead of a second name, the package module
+itself calls :func:`cellship.release.pipeline.release`, so ``cellship.release(...)``
+works whether or not ``cellship.release.pipeline`` was imported before.
+
+Rules: never imports IPython, :mod:`cellship.cli` or :mod:`cellship.jupyter`.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from typing import Any
+
+
+class _CallableModule(types.ModuleType):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from cellship.release.pipeline import release
+
+        return release(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
