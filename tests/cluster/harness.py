@@ -218,6 +218,24 @@ class LocalCluster:
         path.write_text(self._kubeconfig_text(self.workdir / "pki", token, user))
         return path
 
+    def service_account_token(self, namespace: str, name: str, minutes: int = 15,
+                              bound_secret: str | None = None) -> str:
+        """A real ServiceAccount token (the TokenRequest API, as the kubelet gets the
+        projected one of a pod); ``bound_secret``: bound to that Secret, so deleting it
+        revokes the token (how a test sees a stale token being refused)."""
+        bound = ["--bound-object-kind", "Secret", "--bound-object-name", bound_secret] \
+            if bound_secret else []
+        return self.kubectl("create", "token", name, "-n", namespace,
+                            f"--duration={minutes}m", *bound).stdout.strip()
+
+    def service_account_files(self, directory: Path, namespace: str, token: str) -> Path:
+        """``directory`` laid out like /var/run/secrets/kubernetes.io/serviceaccount."""
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "token").write_text(token)
+        (directory / "ca.crt").write_bytes((self.workdir / "pki" / "ca.crt").read_bytes())
+        (directory / "namespace").write_text(namespace)
+        return directory
+
     def _apiserver_args(self, pki: Path, etcd_client: int) -> list[str]:
         return [str(self.binaries / "kube-apiserver"),
                 "--etcd-servers", f"http://127.0.0.1:{etcd_client}",

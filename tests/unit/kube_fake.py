@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import threading
 import time
+from types import SimpleNamespace
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from cellship.kube import kinds
 from cellship.kube.api import ADDED, DELETED, MODIFIED, KubeAPI, Obj, ObjList, initial_events_end
+from cellship.kube.client import translate
 from cellship.kube.errors import KubernetesConflict, KubernetesError, KubernetesNotFound
 from cellship.kube.podspec import CONTAINER
 
@@ -25,7 +28,21 @@ Key = tuple[str, str, str]  # (kind, namespace, name)
 
 # The fake's public names that are not the client's: what tests use to play the cluster.
 HELPERS = frozenset({"set_pod", "set_status", "set_events", "add", "names", "add_job_pod",
-                     "set_job_condition", "set_exec"})
+                     "set_job_condition", "set_exec", "deny"})
+
+# What RBAC calls each of the fake's calls (the real client's verbs): method -> verb.
+RBAC_VERBS = {"create": "create", "get": "get", "list": "list", "replace": "update",
+              "delete": "delete", "events": "list", "watch": "watch"}
+
+
+def api_error(status: int, reason: str, message: str, namespace: str | None = None,
+              details: dict[str, Any] | None = None) -> Any:
+    """What the real client's gate catches: an error with the API server's Status body."""
+    body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": message, "reason": reason, "code": status}
+    if details is not None:
+        body["details"] = details
+    return SimpleNamespace(status=status, reason=reason, body=json.dumps(body))
 
 
 def _matches(obj: Mapping[str, Any], selector: str) -> bool:
@@ -50,11 +67,33 @@ class FakeKube(KubeAPI):
         self._uids = itertools.count(1)
         self._versions = itertools.count(1)
         self.exec_handler: Callable[..., Iterator[bytes]] | None = None
+        # The namespaces that exist (None: every one); RBAC refusals (verb, resource).
+        self.namespaces: set[str] | None = None
+        self.denied: set[tuple[str, str]] = set()
 
     # -- the API server's bookkeeping ---------------------------------------------------------
-    def _fail(self, verb: str, kind: str) -> None:
+    def _refuse(self, verb: str, resource: str, namespace: str | None, name: str | None) -> None:
+        """403 as RBAC says it, through the real client's own translation."""
+        if (verb, resource) in self.denied:
+            where = f' in the namespace "{namespace}"' if namespace else ""
+            raise translate(api_error(403, "Forbidden", f'{resource} is forbidden: User '
+                                      f'"system:serviceaccount:fake:cellship" cannot {verb} '
+                                      f'resource "{resource}"{where}'),
+                            verb, resource, namespace, name)
+
+    def _missing(self, verb: str, kind: str, namespace: str | None, name: str) -> KubernetesError:
+        resource = kinds.of(kind).resource
+        return translate(api_error(404, "NotFound", f'{resource} "{name}" not found',
+                                   details={"name": name, "kind": kinds.of(kind).plural}),
+                         verb, resource, namespace, name)
+
+    def _fail(self, verb: str, kind: str, namespace: str | None = None,
+              name: str | None = None) -> None:
         if (verb, kind) in self.fail_on:
             raise self.fail_on[(verb, kind)]
+        if verb in RBAC_VERBS:
+            resource = kinds.EVENT.resource if verb == "events" else kinds.of(kind).resource
+            self._refuse(RBAC_VERBS[verb], resource, namespace, name)
         if kind in kinds.CUSTOM and kinds.of(kind).resource not in self.crds:
             raise KubernetesNotFound("the server could not find the requested resource", 404)
 
@@ -80,7 +119,12 @@ class FakeKube(KubeAPI):
         kind, meta = body["kind"], body["metadata"]
         with self.lock:
             self.calls.append(("create", kind, meta["name"]))
-            self._fail("create", kind)
+            self._fail("create", kind, meta.get("namespace"), meta["name"])
+            ns = meta.get("namespace")
+            if self.namespaces is not None and ns is not None and ns not in self.namespaces:
+                raise translate(api_error(404, "NotFound", f'namespaces "{ns}" not found',
+                                          details={"name": ns, "kind": "namespaces"}),
+                                "create", kinds.of(kind).resource, ns, meta["name"])
             key = (kind, meta.get("namespace", ""), meta["name"])  # a Node has none
             if key in self.objects:
                 raise KubernetesConflict(f"{kind} {meta['name']} exists", 409)
@@ -95,17 +139,17 @@ class FakeKube(KubeAPI):
 
     def get(self, kind: str, namespace: str, name: str) -> Obj:
         with self.lock:
-            self._fail("get", kind)
+            self._fail("get", kind, namespace, name)
             try:
                 return copy.deepcopy(self.objects[(kind, namespace, name)])
             except KeyError:
-                raise KubernetesNotFound(f"{kind} {name} not found", 404) from None
+                raise self._missing("get", kind, namespace, name) from None
 
     def list(self, kind: str, namespace: str | None, label_selector: str = "") -> ObjList:
         """namespace None: every namespace (as the real client's cluster-wide list)."""
         with self.lock:
             self.calls.append(("list", kind, namespace))
-            self._fail("list", kind)
+            self._fail("list", kind, namespace)
             return [copy.deepcopy(o) for (k, ns, _), o in self.objects.items()
                     if k == kind and (namespace is None or ns == namespace)
                     and _matches(o, label_selector)]
@@ -116,11 +160,11 @@ class FakeKube(KubeAPI):
         kind, meta = body["kind"], body["metadata"]
         with self.lock:
             self.calls.append(("replace", kind, meta["name"]))
-            self._fail("replace", kind)
+            self._fail("replace", kind, meta["namespace"], meta["name"])
             key = (kind, meta["namespace"], meta["name"])
             current = self.objects.get(key)
             if current is None:
-                raise KubernetesNotFound(f"{kind} {meta['name']} not found", 404)
+                raise self._missing("update", kind, meta["namespace"], meta["name"])
             have = current["metadata"].get("resourceVersion")
             want = meta.get("resourceVersion")
             if have is not None and want is not None and want != have:
@@ -140,10 +184,10 @@ class FakeKube(KubeAPI):
             self.calls.append(("delete", kind, name, propagation))
             if grace_seconds is not None:
                 self.calls.append(("grace", kind, name, grace_seconds))
-            self._fail("delete", kind)
+            self._fail("delete", kind, namespace, name)
             obj = self._drop((kind, namespace, name))
             if obj is None:
-                raise KubernetesNotFound(f"{kind} {name} not found", 404)
+                raise self._missing("delete", kind, namespace, name)
             uid = obj["metadata"]["uid"]
             for key, dep in list(self.objects.items()):  # the garbage collector, synchronously
                 if any(r["uid"] == uid for r in dep["metadata"].get("ownerReferences", [])):
@@ -151,7 +195,7 @@ class FakeKube(KubeAPI):
 
     def events(self, kind: str, namespace: str, name: str) -> ObjList:
         with self.lock:
-            self._fail("events", kind)
+            self._fail("events", kind, namespace)
             return copy.deepcopy(self.event_lists.get((kind, name), []))
 
     def pod_log(self, namespace: str, name: str, follow: bool = False,
@@ -160,6 +204,7 @@ class FakeKube(KubeAPI):
         there (the next call starts from the beginning again, as the API does)."""
         with self.lock:
             self.calls.append(("log", name, follow))
+            self._refuse("get", "pods/log", namespace, name)
             if ("Pod", namespace, name) not in self.objects:
                 raise KubernetesNotFound(f"pod {name} not found", 404)
             lines: list[str] = []
@@ -184,7 +229,7 @@ class FakeKube(KubeAPI):
         end = time.monotonic() + timeout
         with self.lock:
             self.calls.append(("watch", kind, namespace))
-            self._fail("watch", kind)
+            self._fail("watch", kind, namespace)
             now = [copy.deepcopy(o) for o in self.objects.values() if wanted(o)]
             seen = len(self.changes)
         for obj in now:
@@ -208,6 +253,7 @@ class FakeKube(KubeAPI):
         with self.lock:
             self.calls.append(("exec", name, container, command[-2] if len(command) > 1 else ""))
             self._fail("exec", "Pod")
+            self._refuse("create", "pods/exec", namespace, name)
             if ("Pod", namespace, name) not in self.objects:
                 raise KubernetesNotFound(f"pod {name} not found", 404)
             handler = self.exec_handler
@@ -227,6 +273,11 @@ class FakeKube(KubeAPI):
         with self.lock:
             key = (kind, namespace, name)
             self._put(key, copy.deepcopy(self.objects[key]) | {"status": status}, MODIFIED)
+
+    def deny(self, verb: str, resource: str) -> None:
+        """RBAC without ``verb`` on ``resource`` (``delete``, ``pods``; ``get``,
+        ``pods/log``): those calls are refused with the real client's 403."""
+        self.denied.add((verb, resource))
 
     def set_exec(self, handler: Callable[..., Iterator[bytes]] | None) -> None:
         """``handler(namespace, pod, command, container)`` yields what ``exec`` streams."""

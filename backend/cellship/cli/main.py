@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Sequence
 from cellship.cli.batch import BATCH_COMMANDS, add_batch_commands, rewrite_argv
 from cellship.cli.build import add_build_command, cmd_build
 from cellship.cli.deploy import DEPLOY_COMMANDS, add_deploy_commands
+from cellship.cli.rbac import RBAC_COMMANDS, add_rbac_command
 from cellship.cli.release import RELEASE_COMMANDS, add_release_commands
 from cellship.cli.serve import SERVING_COMMANDS, add_serving_commands
 from cellship.errors import CellshipError, UsageError
@@ -91,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serving_commands(sub)
     add_build_command(sub)
     add_deploy_commands(sub)
+    add_rbac_command(sub)
     add_release_commands(sub)
     parser.set_defaults(_subparsers=sub.choices)
     return parser
@@ -301,6 +303,7 @@ COMMANDS.update(BATCH_COMMANDS)
 COMMANDS.update(SERVING_COMMANDS)
 COMMANDS["build"] = cmd_build
 COMMANDS.update(DEPLOY_COMMANDS)
+COMMANDS.update(RBAC_COMMANDS)
 COMMANDS.update(RELEASE_COMMANDS)
 
 

@@ -24,7 +24,7 @@ from typing import Any, Mapping
 from cellship.deployment.spec import DeploySpec
 from cellship.kube import meta, podspec
 from cellship.kube.kinds import INFERENCE_SERVICE
-from cellship.kube.meta import MANAGED_BY
+from cellship.kube.meta import managed_labels
 from cellship.kube.names import label_value
 
 LABEL_DEPLOYMENT = "cellship.io/deployment"
@@ -43,7 +43,7 @@ GRACE_SECONDS = 15  # long enough to answer in-flight requests, short enough for
 
 
 def labels(spec: DeploySpec) -> dict[str, str]:
-    return dict(MANAGED_BY) | {LABEL_DEPLOYMENT: spec.name,
+    return managed_labels() | {LABEL_DEPLOYMENT: spec.name,
                                LABEL_MODEL: label_value(spec.model_name)}
 
 

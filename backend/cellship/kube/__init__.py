@@ -3,11 +3,13 @@
 
 * :mod:`.api` - the interface of the one client (the real one and the tests' fake);
 * :mod:`.client` - the ONE client: every API call through one gate, typed errors, the one
-  factory (:func:`~.client.connect`) and cache of clients;
+  factory (:func:`~.client.connect`) and cache of clients; a kubeconfig context, or in a
+  pod its ServiceAccount (token re-read as the kubelet rotates it);
 * :mod:`.kinds` - the kinds cellship touches, as data (group, version, plural, RBAC name);
 * :mod:`.waiting` - waiting with watch streams (gone, changed, any condition);
 * :mod:`.podspec` - the one pod-spec builder (security context, scheduling, resources, volumes);
-* :mod:`.meta` - the managed-by label and ownerReferences;
+* :mod:`.meta` - the managed-by and user labels, and ownerReferences;
+* :mod:`.rbac` - the least Role cellship needs, every verb with its reason (``cellship rbac``);
 * :mod:`.names` - job names -> object names and label values Kubernetes accepts;
 * :mod:`.options` - the ``kubernetes`` options of a job (namespace, image, ...);
 * :mod:`.flags` - the Kubernetes flags -> options, environment defaults;

@@ -24,6 +24,7 @@ import math
 import os
 import threading
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from cellship.errors import MissingDependency
@@ -38,11 +39,14 @@ from cellship.kube.errors import (
     KubernetesNotFound,
     KubernetesUnauthorized,
     KubernetesUnreachable,
+    NamespaceNotFound,
     NoKubeconfig,
 )
 from cellship.kube.podspec import CONTAINER
 
 Query = Sequence[tuple[str, Any]]
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+SERVICE_ACCOUNT_ENV = "CELLSHIP_SERVICE_ACCOUNT_DIR"
 WATCH_SLACK_SECONDS = 30  # a watch's socket waits this much longer than the server's timeout
 
 
@@ -53,33 +57,56 @@ def _require_client() -> None:
                                 "pip install 'cellship[kubernetes]'.")
 
 
+def _status_body(body: Any) -> dict[str, Any]:
+    """A Kubernetes Status body as a dict (empty when it is none: a proxy's text, nothing)."""
+    if isinstance(body, bytes):
+        body = body.decode(errors="replace")
+    try:
+        data = json.loads(body) if body else None
+    except (TypeError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def _body_message(body: Any) -> str:
     """The ``message`` of a Kubernetes Status body, else the raw text."""
     if isinstance(body, bytes):
         body = body.decode(errors="replace")
     if not body:
         return ""
-    try:
-        data = json.loads(body)
-    except (TypeError, ValueError):
+    data = _status_body(body)
+    if not data:
         return str(body).strip()
-    return str(data.get("message") or body).strip() if isinstance(data, dict) else str(body)
+    return str(data.get("message") or body).strip()
+
+
+def _missing_namespace(body: Any, namespace: str | None) -> bool:
+    """Whether a 404 says the namespace itself is missing (``namespaces "ml" not found``,
+    what a create in a namespace that does not exist answers), not the object."""
+    details = _status_body(body).get("details") or {}
+    return (namespace is not None and details.get("kind") == "namespaces"
+            and details.get("name") == namespace)
 
 
 def translate(err: Exception, verb: str, resource: str, namespace: str | None,
               name: str | None = None) -> KubernetesError:
-    """An ApiException (or a connection failure) -> the typed error to raise."""
+    """An ApiException (or a connection failure) -> the typed error to raise. Refused,
+    missing and a missing namespace each lead with one sentence naming the verb, the
+    resource (as RBAC names it: ``pods/log``, ``jobs.batch``) and the namespace; what
+    the server said follows it."""
     status = getattr(err, "status", None)
     reason = getattr(err, "reason", None)
-    detail = _body_message(getattr(err, "body", None)) or str(reason or err)
+    body = getattr(err, "body", None)
+    detail = _body_message(body) or str(reason or err)
     where = f"in namespace {namespace}" if namespace else "cluster-wide"
-    what = f"{resource}/{name}" if name else resource
+    what = f"{resource} {name}" if name else resource
     if status == 403:
         return KubernetesForbidden(
             f"Kubernetes refused: you may not {verb} {resource} {where} (403 Forbidden). "
-            f"Ask a cluster admin for a Role allowing '{verb}' on '{resource}' {where}, or "
-            f"use a namespace you may work in (--namespace). Server said: {detail}",
-            verb=verb, resource=resource, namespace=namespace)
+            f"Ask a cluster admin for a Role allowing '{verb}' on '{resource}' {where} "
+            f"(`cellship rbac --namespace {namespace or 'NS'}` prints the one cellship "
+            f"needs), or use a namespace you may work in (--namespace). Server said: "
+            f"{detail}", verb=verb, resource=resource, namespace=namespace)
     if status == 401:
         return KubernetesUnauthorized(
             f"Kubernetes did not accept your credentials (401) to {verb} {what} {where}: "
@@ -90,7 +117,15 @@ def translate(err: Exception, verb: str, resource: str, namespace: str | None,
                 "The Kubeflow TFJob CRD (kubeflow.org/v1) is not installed in this cluster: "
                 "install the Kubeflow training operator, or use the default launcher "
                 "(--launcher pods).", 404, reason)
-        return KubernetesNotFound(f"{what} not found {where} (404): {detail}", 404, reason)
+        if _missing_namespace(body, namespace):
+            return NamespaceNotFound(
+                f"Could not {verb} {resource} in namespace {namespace}: the namespace does "
+                f"not exist (404); create it (`kubectl create namespace {namespace}`) or "
+                "pick an existing one with --namespace.", 404, reason,
+                verb=verb, resource=resource, namespace=namespace)
+        return KubernetesNotFound(
+            f"Could not {verb} {what} {where}: it was not found (404). {detail}",
+            404, reason, verb=verb, resource=resource, namespace=namespace)
     if status == 409:
         return KubernetesConflict(
             f"Could not {verb} {what} {where}: it already exists or changed meanwhile (409). "
@@ -113,26 +148,72 @@ def kubeconfig_path(kubeconfig: str | None = None) -> str:
     return kubeconfig or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
 
 
+def _read_namespace(account: Path) -> str:
+    """The pod's own namespace, as the kubelet wrote it next to the token."""
+    try:
+        return (account / "namespace").read_text().strip() or "default"
+    except OSError:
+        return "default"
+
+
+def service_account_dir() -> Path:
+    """Where the pod's ServiceAccount files are (token, ca.crt, namespace): the kubelet's
+    fixed path, unless ``$CELLSHIP_SERVICE_ACCOUNT_DIR`` names another (tests lay one out
+    in a temporary directory, as the official client's ``InClusterConfigLoader`` takes its
+    file names as arguments)."""
+    return Path(os.environ.get(SERVICE_ACCOUNT_ENV) or SERVICE_ACCOUNT_DIR)
+
+
+def in_cluster(context: str | None, kubeconfig: str) -> bool:
+    """Whether to use the pod's ServiceAccount: the kubelet set KUBERNETES_SERVICE_HOST,
+    and nothing asks for a kubeconfig (no KUBECONFIG, no --context, no ~/.kube/config)."""
+    return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and not (
+        os.environ.get("KUBECONFIG") or context or os.path.exists(kubeconfig))
+
+
 class KubeClient(KubeAPI):
     """A connection to one cluster (one kubeconfig context, or in-cluster)."""
 
-    def __init__(self, context: str | None = None, kubeconfig: str | None = None) -> None:
+    def __init__(self, context: str | None = None, kubeconfig: str | None = None,
+                 service_account: Path | None = None) -> None:
         _require_client()
         from kubernetes import client, config
 
         kubeconfig = kubeconfig_path(kubeconfig)
-        self.api_client = self._load(config, client, context, kubeconfig)
-        self.default_namespace = self._namespace(config, context, kubeconfig)
+        if in_cluster(context, kubeconfig):
+            account = service_account or service_account_dir()
+            self.api_client = self._in_cluster(config, client, account)
+            self.default_namespace = _read_namespace(account)
+        else:
+            self.api_client = self._load(config, context, kubeconfig)
+            self.default_namespace = self._namespace(config, context, kubeconfig)
 
     # -- configuration ---------------------------------------------------------------
     @staticmethod
-    def _load(config: Any, client: Any, context: str | None, kubeconfig: str) -> Any:
-        in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and not (
-            os.environ.get("KUBECONFIG") or context or os.path.exists(kubeconfig))
+    def _in_cluster(config: Any, client: Any, account: Path) -> Any:
+        """The official in-cluster loader on a Configuration of this client's own (not the
+        process-wide default). Its refresh hook re-reads the token file (the kubelet
+        rotates the projected token; it expires after an hour) before a request once a
+        minute has passed, so the token is never copied once: every request, exec
+        websockets included, asks the Configuration for it."""
+        from kubernetes.config.incluster_config import InClusterConfigLoader
+
+        configuration = client.Configuration()
         try:
-            if in_cluster:
-                config.load_incluster_config()
-                return client.ApiClient()
+            InClusterConfigLoader(token_filename=str(account / "token"),
+                                  cert_filename=str(account / "ca.crt"),
+                                  try_refresh_token=True).load_and_set(configuration)
+        except config.ConfigException as err:
+            raise NoKubeconfig(
+                f"KUBERNETES_SERVICE_HOST is set, so cellship runs in a pod and uses its "
+                f"ServiceAccount, but {err} (looked in {account}: token, ca.crt). Mount the "
+                f"ServiceAccount token (automountServiceAccountToken), or "
+                f"{KUBECONFIG_HINT[0].lower()}{KUBECONFIG_HINT[1:]}") from err
+        return client.ApiClient(configuration)
+
+    @staticmethod
+    def _load(config: Any, context: str | None, kubeconfig: str) -> Any:
+        try:
             return config.new_client_from_config(config_file=kubeconfig, context=context)
         except config.ConfigException as err:
             text = str(err)
@@ -151,13 +232,8 @@ class KubeClient(KubeAPI):
                 contexts, _ = config.list_kube_config_contexts(config_file=kubeconfig)
                 active = next((c for c in contexts if c["name"] == context), active)
             return (active or {}).get("context", {}).get("namespace") or "default"
-        except (config.ConfigException, OSError, KeyError, TypeError):  # in-cluster: no kubeconfig
-            path = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
-            try:
-                with open(path) as handle:
-                    return handle.read().strip() or "default"
-            except OSError:
-                return "default"
+        except (config.ConfigException, OSError, KeyError, TypeError):
+            return "default"
 
     # -- the one gate --------------------------------------------------------------------
     @contextmanager
@@ -174,13 +250,14 @@ class KubeClient(KubeAPI):
 
     def _send(self, verb: str, kind: kinds.Kind, namespace: str | None, name: str | None,
               method: str, path: str, query: Query = (), body: Mapping[str, Any] | None = None,
-              stream: bool = False, timeout: Any = None) -> Any:
+              stream: bool = False, timeout: Any = None, resource: str | None = None) -> Any:
         """Every request: the decoded JSON answer, or (``stream``) the open HTTP response
-        for the caller to read and close. ``name`` is only for messages."""
+        for the caller to read and close. ``name`` is only for messages; ``resource``
+        is what RBAC calls it when that is a subresource (``pods/log``)."""
         from kubernetes.client.exceptions import ApiException
 
         headers = {"Accept": "application/json", "Content-Type": "application/json"}
-        with self._gate(verb, kind.resource, namespace, name):
+        with self._gate(verb, resource or kind.resource, namespace, name):
             request = self.api_client.param_serialize(
                 method=method, resource_path=path, query_params=list(query),
                 header_params=headers, body=dict(body) if body is not None else None,
@@ -232,12 +309,13 @@ class KubeClient(KubeAPI):
     def pod_log(self, namespace: str, name: str, follow: bool = False,
                 timestamps: bool = False, container: str = CONTAINER) -> Iterator[str]:
         query = [("container", container), ("follow", follow), ("timestamps", timestamps)]
-        where = f"{name}/log"
-        response = self._send("get", kinds.POD, namespace, where, "GET",
-                              kinds.POD.path(namespace, name, "log"), query, stream=True)
+        resource = f"{kinds.POD.resource}/log"
+        response = self._send("get", kinds.POD, namespace, name, "GET",
+                              kinds.POD.path(namespace, name, "log"), query, stream=True,
+                              resource=resource)
         pending = b""
         try:
-            with self._gate("get", kinds.POD.resource, namespace, where):
+            with self._gate("get", resource, namespace, name):
                 for chunk in response.stream(4096):
                     pending += chunk
                     *lines, pending = pending.split(b"\n")
@@ -258,11 +336,10 @@ class KubeClient(KubeAPI):
         from kubernetes.stream import ws_client
         from websocket import WebSocketException, WebSocketTimeoutException
 
-        where = f"{name}/exec"
         resource = f"{kinds.POD.resource}/exec"
         query = [("container", container), ("stdout", "true"), ("stderr", "true"),
                  ("stdin", "false"), ("tty", "false")] + [("command", c) for c in command]
-        with self._gate("create", resource, namespace, where):
+        with self._gate("create", resource, namespace, name):
             _method, url, headers, _body, _post = self.api_client.param_serialize(
                 method="GET", resource_path=kinds.POD.path(namespace, name, "exec"),
                 header_params={}, auth_settings=["BearerToken"])
@@ -405,23 +482,28 @@ def _status_error(status: Mapping[str, Any], verb: str, resource: str,
 
 
 # -- the one factory, the one cache --------------------------------------------------------
-_clients: dict[tuple[str | None, str, int | None], KubeClient] = {}
+_clients: dict[tuple[str | None, str, int | None, str | None], KubeClient] = {}
 _clients_lock = threading.Lock()
 
 
 def connect(context: str | None = None) -> KubeAPI:
     """The client for ``context`` (None: the current one) of the kubeconfig in effect now,
     made once and shared by every feature. A kubeconfig edited since (a new token) is read
-    again: its modification time is part of the key."""
+    again: its modification time is part of the key. In a pod (:func:`in_cluster`) the
+    key is the ServiceAccount's directory and API address: one client, whose Configuration
+    re-reads the rotated token itself."""
     path = kubeconfig_path()
     try:
         stamp: int | None = os.stat(path).st_mtime_ns
     except OSError:
         stamp = None
-    key = (context, path, stamp)
+    pod = None
+    if in_cluster(context, path):
+        pod = (f"{service_account_dir()}@{os.environ.get('KUBERNETES_SERVICE_HOST')}:"
+               f"{os.environ.get('KUBERNETES_SERVICE_PORT')}")
+    key = (context, path, stamp, pod)
     with _clients_lock:
         client = _clients.get(key)
         if client is None:
             client = _clients[key] = KubeClient(context=context, kubeconfig=path)
         return client
-

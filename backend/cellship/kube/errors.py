@@ -40,7 +40,18 @@ class KubernetesUnauthorized(KubernetesError):
 
 
 class KubernetesNotFound(KubernetesError):
-    """404: the object (or the whole API, e.g. the TFJob CRD) does not exist."""
+    """404: the object (or the whole API, e.g. the TFJob CRD) does not exist. ``verb``,
+    ``resource`` and ``namespace`` say what was asked, where the client knows it."""
+
+    def __init__(self, message: str, status: int | None = 404, reason: str | None = None, *,
+                 verb: str | None = None, resource: str | None = None,
+                 namespace: str | None = None) -> None:
+        super().__init__(message, status, reason)
+        self.verb, self.resource, self.namespace = verb, resource, namespace
+
+
+class NamespaceNotFound(KubernetesNotFound):
+    """404 on a create: the namespace itself does not exist (a typo, or not made yet)."""
 
 
 class KubernetesConflict(KubernetesError):

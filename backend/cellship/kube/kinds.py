@@ -58,9 +58,14 @@ DEPLOYMENT = Kind("Deployment", "apps", "v1", "deployments")
 TFJOB = Kind("TFJob", "kubeflow.org", "v1", "tfjobs")
 NODE = Kind("Node", "", "v1", "nodes", namespaced=False)
 INFERENCE_SERVICE = Kind("InferenceService", "serving.kserve.io", "v1beta1", "inferenceservices")
+# What `cellship rbac --apply` makes: cellship's own access, not a feature's objects.
+SERVICE_ACCOUNT = Kind("ServiceAccount", "", "v1", "serviceaccounts")
+ROLE = Kind("Role", "rbac.authorization.k8s.io", "v1", "roles")
+ROLE_BINDING = Kind("RoleBinding", "rbac.authorization.k8s.io", "v1", "rolebindings")
 
 KINDS: dict[str, Kind] = {k.kind: k for k in (CONFIG_MAP, SERVICE, POD, EVENT, JOB, DEPLOYMENT,
-                                              TFJOB, INFERENCE_SERVICE, NODE)}
+                                              TFJOB, INFERENCE_SERVICE, NODE, SERVICE_ACCOUNT,
+                                              ROLE, ROLE_BINDING)}
 # Kinds that exist only where a CustomResourceDefinition installed them.
 CUSTOM = frozenset({TFJOB.kind, INFERENCE_SERVICE.kind})
 

@@ -2,10 +2,21 @@
 
 What every cellship pod shares is decided here once: it runs non-root (``runAsUser``,
 default uid 1000, ``runAsNonRoot``), without privilege escalation or capabilities, with
-the runtime's default seccomp profile and no service links in its environment; its
-scheduling (node selector, tolerations, image pull secrets, service account) and its
-container's resources and claim volumes come from the same options everywhere. The
-features add only what is theirs (command, env, probes, their own volumes).
+the runtime's default seccomp profile, a read-only root filesystem and no service links in
+its environment (the Pod Security Standards' "restricted" profile, plus the read-only root
+that profile leaves optional); its scheduling (node selector, tolerations, image pull
+secrets, service account) and its container's resources and claim volumes come from the
+same options everywhere. The features add only what is theirs (command, env, probes, their
+own volumes).
+
+Why a read-only root, and where programs write instead. A container that cannot change
+its image cannot plant anything in it for a restart, and every write that matters is on a
+volume that is visibly the pod's. Every container gets an emptyDir at :data:`SCRATCH`
+(``/tmp``) and ``HOME`` and ``TMPDIR`` pointing at it: Python's tempfile, Keras'
+``~/.keras``, Jupyter's runtime files, IPython's profile (and matplotlib's config, in an
+image that has it) land there; a uid without a passwd entry would get ``HOME=/``. A
+feature's own writable volumes (the training job dir, a claim) come on top; a feature's or
+user's ``HOME``/``TMPDIR`` wins over the defaults.
 
 Pure functions of plain values: nothing here talks to a cluster.
 """
@@ -25,6 +36,9 @@ GPU_RESOURCE = "nvidia.com/gpu"
 # cellship adds it itself so GPU jobs schedule on clusters that do not enable it.
 GPU_TOLERATION: Mapping[str, str] = {"key": GPU_RESOURCE, "operator": "Exists",
                                      "effect": "NoSchedule"}
+SCRATCH = "/tmp"  # every container's writable scratch (an emptyDir), HOME and TMPDIR
+SCRATCH_VOLUME = "tmp"
+SCRATCH_ENV: Mapping[str, str] = {"HOME": SCRATCH, "TMPDIR": SCRATCH}
 
 
 @dataclass(frozen=True)
@@ -56,9 +70,10 @@ class Scheduling:
 
 
 def container_security() -> dict[str, Any]:
-    """A container's securityContext: no root, no escalation, no capabilities."""
+    """A container's securityContext: no root, no escalation, no capabilities, and an
+    image it cannot change (writes go to the scratch and the feature's volumes)."""
     return {"runAsNonRoot": True, "allowPrivilegeEscalation": False, "privileged": False,
-            "capabilities": {"drop": ["ALL"]}}
+            "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
 
 
 def pod_security(run_as_user: int) -> dict[str, Any]:
@@ -105,26 +120,39 @@ def env_list(values: Mapping[str, str]) -> list[dict[str, str]]:
     return [{"name": k, "value": v} for k, v in values.items()]
 
 
+def scratch_volume() -> dict[str, Any]:
+    """The pod's scratch emptyDir, mounted at :data:`SCRATCH` in every container that has
+    no mount there of its own."""
+    return {"name": SCRATCH_VOLUME, "emptyDir": {}}
+
+
+def _with_scratch(mounts: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    out = [dict(m) for m in mounts]
+    if not any(m.get("mountPath", "").rstrip("/") == SCRATCH for m in out):
+        out.append({"name": SCRATCH_VOLUME, "mountPath": SCRATCH})
+    return out
+
+
 def container(name: str, image: str, *, command: Sequence[str] | None = None,
               working_dir: str | None = None, env: Mapping[str, str] | None = None,
               ports: Iterable[Mapping[str, Any]] = (), probes: Mapping[str, Any] | None = None,
               resources: Mapping[str, Any] | None = None,
               mounts: Iterable[Mapping[str, Any]] = (),
               pull_policy: str | None = None) -> dict[str, Any]:
-    """A container running non-root; fields left empty are left out."""
+    """A container running non-root on a read-only root with its scratch at
+    :data:`SCRATCH` (``HOME`` and ``TMPDIR`` there unless ``env`` says otherwise); fields
+    left empty are left out."""
     body: dict[str, Any] = {"name": name, "image": image}
     if command:
         body["command"] = list(command)
     if working_dir:
         body["workingDir"] = working_dir
-    if env:
-        body["env"] = env_list(env)
+    body["env"] = env_list(dict(SCRATCH_ENV) | dict(env or {}))
     if ports:
         body["ports"] = [dict(p) for p in ports]
     body |= dict(probes or {})
     body["resources"] = dict(resources or {})
-    if mounts:
-        body["volumeMounts"] = [dict(m) for m in mounts]
+    body["volumeMounts"] = _with_scratch(mounts)
     body["securityContext"] = container_security()
     if pull_policy:
         body["imagePullPolicy"] = pull_policy
@@ -135,14 +163,20 @@ def pod_spec(containers: Sequence[Mapping[str, Any]], *, run_as_user: int,
              volumes: Iterable[Mapping[str, Any]] = (), restart_policy: str | None = None,
              scheduling: Scheduling | None = None, grace_seconds: int | None = None) -> dict[str, Any]:
     """A pod spec: the containers, non-root, no service links (a namespace's many
-    services would crowd the environment), scheduled as ``scheduling`` says; a pod that
-    asks for GPUs also tolerates the GPU nodes' taint (:data:`GPU_TOLERATION`)."""
+    services would crowd the environment), the scratch emptyDir where a container mounts
+    it, scheduled as ``scheduling`` says; a pod that asks for GPUs also tolerates the GPU
+    nodes' taint (:data:`GPU_TOLERATION`)."""
     body: dict[str, Any] = {}
     if restart_policy:
         body["restartPolicy"] = restart_policy
     body["containers"] = [dict(c) for c in containers]
-    if volumes:
-        body["volumes"] = [dict(v) for v in volumes]
+    pod_volumes = [dict(v) for v in volumes]
+    uses_scratch = any(m.get("name") == SCRATCH_VOLUME for c in containers
+                       for m in c.get("volumeMounts") or ())
+    if uses_scratch and not any(v.get("name") == SCRATCH_VOLUME for v in pod_volumes):
+        pod_volumes.append(scratch_volume())
+    if pod_volumes:
+        body["volumes"] = pod_volumes
     body["securityContext"] = pod_security(run_as_user)
     body["enableServiceLinks"] = False
     if grace_seconds is not None:

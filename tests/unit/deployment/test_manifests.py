@@ -8,6 +8,7 @@ import pytest
 from cellship.deployment import manifests as mf
 from cellship.deployment.spec import VolumeMount, parse_pull_policy
 from cellship.errors import UsageError
+from cellship.kube.meta import current_user
 from tests.unit.deployment.support import IMAGE, spec
 
 
@@ -16,6 +17,7 @@ def test_deployment_manifest_labels_probes_security_resources() -> None:
     body = mf.deployment(spec(replicas=3, cpu="500m", memory="1Gi", memory_limit="2Gi", gpus=1,
                               image_pull_policy="Never", env={"A": "1"}))
     assert body["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "cellship",
+                                          "cellship.io/user": current_user(),
                                           "cellship.io/deployment": "digits",
                                           "cellship.io/model": "digits"}
     assert body["spec"]["replicas"] == 3
@@ -37,7 +39,8 @@ def test_deployment_manifest_labels_probes_security_resources() -> None:
     assert container["securityContext"]["runAsNonRoot"] is True
     assert container["resources"] == {"requests": {"cpu": "500m", "memory": "1Gi"},
                                       "limits": {"memory": "2Gi", "nvidia.com/gpu": "1"}}
-    assert container["env"] == [{"name": "A", "value": "1"}]
+    assert container["env"] == [{"name": "HOME", "value": "/tmp"}, {"name": "TMPDIR", "value": "/tmp"},
+                                {"name": "A", "value": "1"}]
     assert body["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
 
 
@@ -52,8 +55,9 @@ def test_model_path_runs_the_images_cellship_with_a_volume() -> None:
     assert container["readinessProbe"]["httpGet"]["port"] == 9000
     assert pod_spec["volumes"] == [
         {"name": "vol-0", "hostPath": {"path": "/srv/models", "type": "Directory"}},
-        {"name": "vol-1", "persistentVolumeClaim": {"claimName": "models-pvc", "readOnly": True}}]
-    assert all(m["readOnly"] for m in container["volumeMounts"])
+        {"name": "vol-1", "persistentVolumeClaim": {"claimName": "models-pvc", "readOnly": True}},
+        {"name": "tmp", "emptyDir": {}}]  # the read-only root's scratch (kube/podspec.py)
+    assert all(m["readOnly"] for m in container["volumeMounts"] if m["name"] != "tmp")
     assert {"name": "CELLSHIP_HOME", "value": "/tmp/cellship"} in container["env"]
 
 

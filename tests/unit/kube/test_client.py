@@ -20,8 +20,10 @@ from cellship.kube.errors import (
     KubernetesNotFound,
     KubernetesUnauthorized,
     KubernetesUnreachable,
+    NamespaceNotFound,
     NoKubeconfig,
 )
+from tests.unit.kube_fake import FakeKube
 
 
 def api_error(status: int, reason: str, message: str) -> ApiException:
@@ -239,6 +241,10 @@ def test_pod_log_lines_and_a_refused_log(wired) -> None:
     answers.append(Response(400, {"message": "container \"tensorflow\" is waiting to start"}))
     with pytest.raises(KubernetesError, match="waiting to start"):
         list(client.pod_log("ml", "p"))
+    answers.append(Response(403, {"message": "pods \"p\" is forbidden"}))
+    with pytest.raises(KubernetesForbidden) as refused:  # RBAC's name: the subresource
+        list(client.pod_log("ml", "p"))
+    assert (refused.value.verb, refused.value.resource) == ("get", "pods/log")
 
 
 def test_connect_shares_one_client_per_kubeconfig_and_context(tmp_path, monkeypatch) -> None:
@@ -256,3 +262,60 @@ def test_connect_shares_one_client_per_kubeconfig_and_context(tmp_path, monkeypa
     assert kc.connect("b").default_namespace == "ml"
     os.utime(config, ns=(1, 1))  # edited since (a refreshed token): read again
     assert kc.connect() is not first
+
+
+# -- refused, missing, no such namespace: one sentence each, naming verb, resource, namespace
+def first_sentence(err: Exception) -> str:
+    return str(err).split(". ")[0]
+
+
+def test_each_refusal_leads_with_one_sentence_naming_what_was_asked() -> None:
+    refused = kc.translate(api_error(403, "Forbidden", "x"), "delete", "configmaps", "bob",
+                           "digits-ab12")
+    assert first_sentence(refused) == ("Kubernetes refused: you may not delete configmaps in "
+                                       "namespace bob (403 Forbidden)")
+    assert "cellship rbac --namespace bob" in str(refused)
+    missing = kc.translate(api_error(404, "NotFound", 'configmaps "digits-ab12" not found'),
+                           "delete", "configmaps", "bob", "digits-ab12")
+    assert type(missing) is KubernetesNotFound
+    assert first_sentence(missing) == ("Could not delete configmaps digits-ab12 in namespace "
+                                       "bob: it was not found (404)")
+    assert (missing.verb, missing.resource, missing.namespace) == ("delete", "configmaps", "bob")
+
+
+def test_a_namespace_that_does_not_exist_is_named_as_such() -> None:
+    err = api_error(404, "NotFound", 'namespaces "nope" not found')
+    err.body = json.dumps(json.loads(err.body) | {"details": {"name": "nope", "kind": "namespaces"}})
+    found = kc.translate(err, "create", "configmaps", "nope", "digits-ab12")
+    assert isinstance(found, NamespaceNotFound) and isinstance(found, KubernetesNotFound)
+    assert first_sentence(found) == ("Could not create configmaps in namespace nope: the "
+                                     "namespace does not exist (404); create it (`kubectl "
+                                     "create namespace nope`) or pick an existing one with "
+                                     "--namespace.")
+    # An object's own 404 in an existing namespace is not that.
+    plain = kc.translate(api_error(404, "NotFound", 'pods "nope" not found'), "get", "pods",
+                         "ml", "nope")
+    assert not isinstance(plain, NamespaceNotFound)
+
+
+def test_the_fake_refuses_and_misses_in_the_real_clients_words() -> None:
+    fake = FakeKube()
+    fake.namespaces = {"alice"}
+    with pytest.raises(NamespaceNotFound, match="namespace bob: the namespace does not exist"):
+        fake.create({"apiVersion": "v1", "kind": "ConfigMap",
+                     "metadata": {"name": "c", "namespace": "bob"}})
+    fake.create({"apiVersion": "v1", "kind": "ConfigMap",
+                 "metadata": {"name": "c", "namespace": "alice"}})
+    fake.deny("delete", "configmaps")
+    with pytest.raises(KubernetesForbidden) as caught:
+        fake.delete("ConfigMap", "alice", "c")
+    assert (caught.value.verb, caught.value.resource, caught.value.namespace) == (
+        "delete", "configmaps", "alice")
+    assert fake.get("ConfigMap", "alice", "c")  # still there: the delete was refused
+    with pytest.raises(KubernetesNotFound, match="Could not get configmaps gone in namespace "
+                                                 "alice: it was not found"):
+        fake.get("ConfigMap", "alice", "gone")
+    fake.deny("get", "pods/log")
+    fake.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "alice"}})
+    with pytest.raises(KubernetesForbidden, match="may not get pods/log in namespace alice"):
+        list(fake.pod_log("alice", "p"))

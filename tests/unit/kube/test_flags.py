@@ -237,7 +237,8 @@ def test_cli_train_stores_the_options_and_the_backend_uses_them(kube, script, ca
     assert spec["containers"][0]["image"] == "tf:1"
     assert spec["containers"][0]["resources"] == {"requests": {"memory": "2Gi"}}
     assert spec["tolerations"] == [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]
-    assert spec["volumes"][-1]["persistentVolumeClaim"] == {"claimName": "data", "readOnly": True}
+    claims = [v["persistentVolumeClaim"] for v in spec["volumes"] if "persistentVolumeClaim" in v]
+    assert claims == [{"claimName": "data", "readOnly": True}]  # among the pod's own volumes
 
 
 def test_python_api_and_environment_defaults(kube, monkeypatch, store) -> None:
@@ -360,7 +361,8 @@ def foreign_job(kube: FakeKube, job_id: str, name: str, namespace: str,
         kube.add(pod, status={"phase": phase})
 
 
-def test_discover_finds_jobs_by_label(kube, store) -> None:
+def test_discover_finds_jobs_by_label(kube, store, monkeypatch) -> None:
+    monkeypatch.setenv("JUPYTERHUB_USER", "bob@example.org")  # the other machine's user
     foreign_job(kube, "aaaa0001", "digits", "ml", ["Running", "Pending"])
     foreign_job(kube, "aaaa0002", "done", "ml", ["Succeeded"])
     foreign_job(kube, "aaaa0003", "elsewhere", "other", ["Failed"])
@@ -374,7 +376,8 @@ def test_discover_finds_jobs_by_label(kube, store) -> None:
     assert by_id["aaaa0001"] | {"created": None} == {
         "id": "aaaa0001", "name": "digits", "namespace": "ml", "created": None,
         "launcher": "pods", "object": "digits-aaaa0001",
-        "pods": {"worker-0": "Running", "worker-1": "Pending"}, "status": "running"}
+        "pods": {"worker-0": "Running", "worker-1": "Pending"}, "status": "running",
+        "user": "bob-example.org"}
     assert by_id["aaaa0001"]["created"].startswith("2026-")
     assert by_id["aaaa0002"]["status"] == "succeeded"
     assert (by_id["aaaa0004"]["launcher"], by_id["aaaa0004"]["status"],
@@ -393,17 +396,23 @@ def test_discover_without_the_tfjob_crd_still_lists_pod_jobs(monkeypatch, store)
     assert not any(c[:2] == ("list", "TFJob") for c in fake.calls)
 
 
-def test_cellship_jobs_merges_the_store_and_marks_cluster_jobs(kube, capsys) -> None:
+def test_cellship_jobs_merges_the_store_and_marks_cluster_jobs(kube, capsys,
+                                                               monkeypatch) -> None:
+    monkeypatch.setenv("JUPYTERHUB_USER", "alice")
     backend = kb.KubernetesBackend(Store.default())
     mine = backend.submit(JobSpec(backend="kubernetes", name="mine"), build_program("print(1)\n"),
                           extra={"kubernetes": {"image": "tf:1", "namespace": "ml"}})
+    monkeypatch.setenv("JUPYTERHUB_USER", "bob")
     foreign_job(kube, "cccc0001", "theirs", "ml", ["Running"])
     foreign_job(kube, "cccc0002", "far", "other", ["Running"])
     assert main(["jobs", "--backend", "kubernetes", "--namespace", "ml"]) == 0
     out = capsys.readouterr().out
+    assert out.split()[:4] == ["ID", "NAME", "NAMESPACE", "USER"]
     lines = {line.split()[0]: line for line in out.splitlines()[1:] if line.strip()}
     assert "theirs (cluster)" in lines["cccc0001"] and "Running" in lines["cccc0001"]
+    assert " bob " in lines["cccc0001"]
     assert "mine" in lines[mine.id] and "(cluster)" not in lines[mine.id]
+    assert " alice " in lines[mine.id]  # the job's own objects say who submitted it
     assert "cccc0002" not in out
     assert "submitted from another kernel or machine" in out
 
@@ -412,6 +421,7 @@ def test_cellship_jobs_merges_the_store_and_marks_cluster_jobs(kube, capsys) -> 
     assert set(rows) == {mine.id, "cccc0001", "cccc0002"}
     assert rows[mine.id]["known"] and not rows["cccc0002"]["known"]
     assert rows["cccc0002"]["namespace"] == "other" and rows["cccc0002"]["created"].endswith("+00:00")
+    assert (rows[mine.id]["user"], rows["cccc0002"]["user"]) == ("alice", "bob")
 
 
 def test_cellship_jobs_keeps_store_jobs_whose_objects_are_gone(kube, capsys) -> None:

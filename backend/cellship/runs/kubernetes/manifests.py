@@ -24,7 +24,7 @@ from typing import Any, Mapping
 
 from cellship.errors import UsageError
 from cellship.kube import podspec
-from cellship.kube.meta import MANAGED_BY, owner_reference
+from cellship.kube.meta import managed_labels, owner_reference
 from cellship.kube.names import dns_label, label_value
 from cellship.kube.options import KubernetesOptions
 from cellship.kube.podspec import CONTAINER
@@ -38,7 +38,7 @@ JOB_NAME_LABEL = "job-name"  # set by the Job controller on the pods it makes
 MOUNT_DIR = "/cellship/batch"
 INPUT_KEY = "input.ipynb.gz"
 RUNNER_KEY = "podrun.py"
-SCRATCH = "/tmp"  # an emptyDir: HOME, the notebook's cwd and the output notebook
+SCRATCH = podspec.SCRATCH  # its own emptyDir here: HOME, the notebook's cwd and the output notebook
 POD_OUTPUT = f"{SCRATCH}/cellship/output.ipynb"
 POD_CWD = f"{SCRATCH}/work"
 CONFIG_MAP_MAX_BYTES = 1024 * 1024 - 16 * 1024  # etcd's 1 MiB per object, less metadata
@@ -122,7 +122,7 @@ class RunIdentity:
 
 
 def batch_labels(batch_id: str) -> dict[str, str]:
-    return dict(MANAGED_BY) | {LABEL_BATCH_ID: label_value(batch_id)}
+    return managed_labels() | {LABEL_BATCH_ID: label_value(batch_id)}
 
 
 def batch_selector(batch_id: str) -> str:

@@ -42,7 +42,7 @@ from cellship.kube.errors import (
     KubernetesForbidden,
     KubernetesNotFound,
 )
-from cellship.kube.meta import MANAGED_SELECTOR
+from cellship.kube.meta import MANAGED_SELECTOR, USER_LABEL, current_user
 from cellship.kube.options import KubernetesOptions
 from cellship.kube.podspec import CONTAINER, GPU_RESOURCE
 from cellship.kube.waiting import wait_changed, wait_gone
@@ -110,7 +110,8 @@ class KubernetesBackend(Backend):
         shipped = shipped_path.read_bytes() if shipped_path.exists() else None
         state = {"job_id": job.id, "job_name": job.name, "namespace": namespace,
                  "prefix": identity.prefix, "launcher": options.launcher,
-                 "keeper": options.launcher == "pods", "options": options.to_dict()}
+                 "keeper": options.launcher == "pods", "options": options.to_dict(),
+                 "user": current_user()}
         (Path(job.job_dir) / STATE_FILE).write_text(json.dumps(state, indent=2))
         created: list[tuple[str, str]] = []
         try:
@@ -455,7 +456,8 @@ class KubernetesBackend(Backend):
         machine's store. Each is a dict: id, name (as labelled), namespace, created (the
         API's RFC 3339 time), launcher, object (its job object's name), pods
         (``{"worker-0": "Running"}``) and status (summed up from the pods, or the TFJob's
-        condition). Newest first."""
+        condition) and user (who submitted it, by its ``cellship.io/user`` label; None
+        for jobs older than that label). Newest first."""
         options = self._context_options(context)
         client = self._client(options)
         scope = None if all_namespaces else self.search_namespace(namespace, context)
@@ -474,7 +476,8 @@ class KubernetesBackend(Backend):
             entry = found.setdefault((meta["namespace"], job_id), {
                 "id": job_id, "name": labels.get(manifests.LABEL_JOB_NAME, job_id),
                 "namespace": meta["namespace"], "created": meta.get("creationTimestamp"),
-                "launcher": "pods", "object": meta["name"], "pods": {}, "status": None})
+                "launcher": "pods", "object": meta["name"], "pods": {}, "status": None,
+                "user": labels.get(USER_LABEL)})
             if kind == "TFJob" or "TFJob" in owners:
                 entry["launcher"] = "tfjob"
             if kind == "TFJob":

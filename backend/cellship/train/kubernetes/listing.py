@@ -36,20 +36,26 @@ def parse_time(text: str | None) -> float | None:
         return None
 
 
+def _launch_state(record: "JobRecord") -> dict[str, Any]:
+    """A stored job's launch state (``kubernetes.json``), empty before its launch."""
+    try:
+        state = json.loads((Path(record.job_dir) / "kubernetes.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
 def _record_namespace(record: "JobRecord") -> str | None:
     """Where a stored job's objects live: its launch state, else its spec's options."""
-    path = Path(record.job_dir) / "kubernetes.json"
-    try:
-        return json.loads(path.read_text())["namespace"]
-    except (OSError, ValueError, KeyError):
-        return (record.spec.get("kubernetes") or {}).get("namespace")
+    return _launch_state(record).get("namespace") or (
+        record.spec.get("kubernetes") or {}).get("namespace")
 
 
 def cluster_jobs(backend: "KubernetesBackend", namespace: str | None = None,
                  context: str | None = None, all_namespaces: bool = False,
                  store: "Store | None" = None) -> list[dict[str, Any]]:
     """One dict per job, newest first: id, name, namespace, status, pods, created
-    (epoch seconds), known (in this machine's store), launcher."""
+    (epoch seconds), known (in this machine's store), launcher, user."""
     store = store or backend.store
     found = backend.discover(namespace=namespace, context=context, all_namespaces=all_namespaces)
     scope = None if all_namespaces else backend.search_namespace(namespace, context)
@@ -68,7 +74,8 @@ def cluster_jobs(backend: "KubernetesBackend", namespace: str | None = None,
             continue
         rows.append({"id": record.id, "name": record.name, "namespace": where,
                      "status": record.status, "pods": {}, "created": record.created,
-                     "known": True, "launcher": None, "object": None})
+                     "known": True, "launcher": None, "object": None,
+                     "user": _launch_state(record).get("user")})
     return sorted(rows, key=lambda r: r["created"] or 0.0, reverse=True)
 
 
@@ -95,12 +102,13 @@ def cluster_jobs_table(rows: list[dict[str, Any]], scope: str) -> str:
     """The text table; ``scope`` says where was looked ("namespace ml", "all namespaces")."""
     if not rows:
         return f"no cellship jobs in {scope}"
-    table = [("ID", "NAME", "NAMESPACE", "STATUS", "PODS", "CREATED")]
+    table = [("ID", "NAME", "NAMESPACE", "USER", "STATUS", "PODS", "CREATED")]
     for row in rows:
         created = "-" if row["created"] is None else time.strftime(
             "%Y-%m-%d %H:%M:%S", time.localtime(row["created"]))
         name = row["name"] if row["known"] else f"{row['name']} {CLUSTER_MARK}"
-        table.append((row["id"], name, row["namespace"] or "-", row["status"] or "-",
+        table.append((row["id"], name, row["namespace"] or "-", row.get("user") or "-",
+                      row["status"] or "-",
                       pods_summary(row["pods"]), created))
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]

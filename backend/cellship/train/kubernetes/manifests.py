@@ -38,7 +38,7 @@ from typing import Any, Mapping
 
 from cellship.errors import UsageError
 from cellship.kube import podspec
-from cellship.kube.meta import MANAGED_BY, owner_reference
+from cellship.kube.meta import managed_labels, owner_reference
 from cellship.kube.names import job_prefix, label_value, replica_name
 from cellship.kube.options import KubernetesOptions
 from cellship.kube.podspec import CONTAINER
@@ -101,7 +101,7 @@ class JobIdentity:
 
 
 def labels(identity: JobIdentity, replica: Replica | None = None) -> dict[str, str]:
-    out = dict(MANAGED_BY) | {LABEL_JOB_ID: label_value(identity.job_id),
+    out = managed_labels() | {LABEL_JOB_ID: label_value(identity.job_id),
                               LABEL_JOB_NAME: label_value(identity.job_name)}
     if replica is not None:
         out |= {LABEL_REPLICA_TYPE: replica.type, LABEL_REPLICA_INDEX: str(replica.index)}

@@ -83,7 +83,7 @@ def test_security_context_is_non_root_without_escalation() -> None:
     assert pod["securityContext"]["runAsUser"] == 1000
     ctx = pod["containers"][0]["securityContext"]
     assert ctx == {"runAsNonRoot": True, "allowPrivilegeEscalation": False, "privileged": False,
-                   "capabilities": {"drop": ["ALL"]}}
+                   "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
     with pytest.raises(UsageError, match="non-root"):
         KubernetesOptions(image="x", run_as_user=0)
 
