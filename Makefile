@@ -73,11 +73,13 @@ demo: setup
 	@echo "executed notebooks: build/demo/01-distributed-training.ipynb, build/demo/02-serve.ipynb"
 
 # Style (ruff), types (mypy) and the house plan's import contracts (import-linter), all
-# configured in pyproject.toml; any finding fails the build.
+# configured in pyproject.toml, and ESLint over the extension's TypeScript
+# (extension/eslint.config.js); any finding fails the build.
 lint: setup
 	$(VENV)/bin/ruff check backend kernel_magics tests benchmarks
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache
+	cd extension && { test -d node_modules || $(abspath $(VENV))/bin/jlpm install; } && $(abspath $(VENV))/bin/jlpm lint
 
 test: setup lint system-deps cluster-deps
 	@echo "test: setup done at $$(date -u +%T) UTC; the suite starts"

@@ -41,7 +41,7 @@ export async function requestAPI<T>(
     }
   }
   if (!response.ok) {
-    const message =
+    const message: string =
       data && typeof data.message === 'string'
         ? data.message
         : `${response.status} ${response.statusText}`;
@@ -50,18 +50,121 @@ export async function requestAPI<T>(
   return data as T;
 }
 
+/** One server-sent event: its `event` name (`message` by default), `data` and `id`. */
+export interface IServerEvent {
+  event: string;
+  data: string;
+  id: string | null;
+}
+
 /**
- * The URL of a server-sent-events endpoint. EventSource cannot send headers, so the
- * token (when the page has one) rides in the query like Jupyter's own websockets; with
- * cookie login there is none and the cookie authenticates.
+ * Read a server-sent-events endpoint with `fetch`, so that the request goes through
+ * `ServerConnection.makeRequest` and is authenticated like every other one (the token in
+ * the Authorization header, the XSRF cookie): EventSource cannot send headers and would
+ * need the token in the URL, where proxies and server logs keep it.
+ *
+ * Resolves when the server closes the stream, rejects on a network or HTTP error; an
+ * abort through `signal` resolves. `lastEventId` resumes the stream (the server's cursor).
  */
-export function streamURL(endPoint: string, query: Record<string, string>): string {
+export async function streamEvents(
+  endPoint: string,
+  options: { signal: AbortSignal; lastEventId?: string | null; onEvent: (event: IServerEvent) => void }
+): Promise<void> {
   const settings = ServerConnection.makeSettings();
-  const params = new URLSearchParams(query);
-  if (settings.token) {
-    params.set('token', settings.token);
+  const url = URLExt.join(settings.baseUrl, PREFIX, endPoint);
+  const headers: Record<string, string> = { Accept: 'text/event-stream' };
+  if (options.lastEventId) {
+    headers['Last-Event-ID'] = options.lastEventId;
   }
-  return URLExt.join(settings.baseUrl, PREFIX, endPoint) + '?' + params.toString();
+  let response: Response;
+  try {
+    response = await ServerConnection.makeRequest(
+      url,
+      { headers, signal: options.signal, cache: 'no-store' },
+      settings
+    );
+  } catch (error) {
+    if (options.signal.aborted) {
+      return;
+    }
+    throw new ServerConnection.NetworkError(error as TypeError);
+  }
+  if (!response.ok || !response.body) {
+    const text = await response.text().catch(() => '');
+    let message = `${response.status} ${response.statusText}`;
+    try {
+      const body = JSON.parse(text) as { message?: unknown };
+      if (typeof body.message === 'string') {
+        message = body.message;
+      }
+    } catch {
+      // not the {code, message} shape: keep the status line
+    }
+    throw new CellshipAPIError(response.status, message);
+  }
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  const parser = new EventStreamParser(options.onEvent);
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) {
+        return;
+      }
+      parser.push(value);
+    }
+  } catch (error) {
+    if (options.signal.aborted) {
+      return;
+    }
+    throw new ServerConnection.NetworkError(error as TypeError);
+  }
+}
+
+/** The text/event-stream format (WHATWG HTML, 9.2.6), fed in chunks of any size. */
+class EventStreamParser {
+  private buffer = '';
+  private data: string[] = [];
+  private event = '';
+  private id: string | null = null;
+
+  constructor(private readonly onEvent: (event: IServerEvent) => void) {}
+
+  push(chunk: string): void {
+    this.buffer += chunk;
+    const lines = this.buffer.split(/\r\n|\r|\n/);
+    // The last piece has no line end yet (or is empty): keep it for the next chunk.
+    this.buffer = lines.pop() ?? '';
+    for (const line of lines) {
+      this.line(line);
+    }
+  }
+
+  private line(line: string): void {
+    if (line === '') {
+      if (this.data.length) {
+        this.onEvent({ event: this.event || 'message', data: this.data.join('\n'), id: this.id });
+      }
+      this.data = [];
+      this.event = '';
+      return;
+    }
+    if (line.startsWith(':')) {
+      return; // a comment: the server's keepalive
+    }
+    const colon = line.indexOf(':');
+    const field = colon < 0 ? line : line.slice(0, colon);
+    let value = colon < 0 ? '' : line.slice(colon + 1);
+    if (value.startsWith(' ')) {
+      value = value.slice(1);
+    }
+    if (field === 'data') {
+      this.data.push(value);
+    } else if (field === 'event') {
+      this.event = value;
+    } else if (field === 'id') {
+      this.id = value;
+    }
+  }
 }
 
 export type Status = 'pending' | 'running' | 'succeeded' | 'failed' | 'cancelled';
@@ -125,6 +228,13 @@ export interface IJobList {
   total: number;
 }
 
+export interface IJobQuery {
+  limit: number;
+  offset?: number;
+  status?: Status | '';
+  name?: string;
+}
+
 export interface ILogLine {
   replica: string;
   text: string;
@@ -178,7 +288,17 @@ export interface IModelVersion {
 
 export const api = {
   version: () => requestAPI<IVersion>('version'),
-  jobs: () => requestAPI<IJobList>('jobs'),
+  /** A page of jobs, newest first, filtered on the server (`name`: a substring). */
+  jobs: (query: IJobQuery) => {
+    const params = new URLSearchParams({ limit: String(query.limit), offset: String(query.offset ?? 0) });
+    if (query.status) {
+      params.set('status', query.status);
+    }
+    if (query.name) {
+      params.set('name', query.name);
+    }
+    return requestAPI<IJobList>(`jobs?${params.toString()}`);
+  },
   job: (id: string) => requestAPI<IJob>(`jobs/${encodeURIComponent(id)}`),
   cancel: (id: string) =>
     requestAPI<IJob>(`jobs/${encodeURIComponent(id)}/cancel`, { method: 'POST' }),
@@ -197,7 +317,7 @@ export const api = {
     requestAPI<IFiles>(
       `jobs/${encodeURIComponent(id)}/files?path=${encodeURIComponent(path)}`
     ),
-  logsURL: (id: string) => streamURL(`jobs/${encodeURIComponent(id)}/logs`, {}),
+  logsEndPoint: (id: string) => `jobs/${encodeURIComponent(id)}/logs`,
   batches: () => requestAPI<{ batches: IBatchSummary[] }>('batches'),
   batch: (id: string) => requestAPI<IBatch>(`batches/${encodeURIComponent(id)}`),
   cancelBatch: (id: string) =>

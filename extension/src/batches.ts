@@ -1,12 +1,12 @@
 /** Batch runs (papermill sweeps): the list, and one batch with a row per run. */
 import { showErrorMessage } from '@jupyterlab/apputils';
 import { CommandRegistry } from '@lumino/commands';
+import { Widget } from '@lumino/widgets';
 
 import { api, IBatch, IBatchSummary } from './api';
 import { badge, button, el, formatTime, formatValue, setBadge } from './dom';
 
-export class BatchesView {
-  readonly node = el('div', 'cs-view cs-batches');
+export class BatchesView extends Widget {
   private readonly tbody = el('tbody');
   private readonly empty = el(
     'div',
@@ -15,6 +15,9 @@ export class BatchesView {
   );
 
   constructor(private readonly onOpen: (id: string) => void) {
+    super();
+    this.addClass('cs-view');
+    this.addClass('cs-batches');
     const table = el('table', 'cs-table cs-batches-table');
     const head = el('tr');
     for (const title of ['Name', 'Status', 'Runs', 'Created']) {
@@ -25,7 +28,7 @@ export class BatchesView {
     this.node.append(this.empty, table);
   }
 
-  update(batches: IBatchSummary[]): void {
+  setBatches(batches: IBatchSummary[]): void {
     this.empty.hidden = batches.length > 0;
     this.tbody.replaceChildren(
       ...batches.map(b => {
@@ -49,9 +52,8 @@ export class BatchesView {
   }
 }
 
-export class BatchDetailView {
-  readonly node = el('div', 'cs-view cs-batch-detail');
-  private readonly title = el('h3', 'cs-detail-title');
+export class BatchDetailView extends Widget {
+  private readonly titleNode = el('h3', 'cs-detail-title');
   private readonly statusBadge = badge('pending');
   private readonly facts = el('div', 'cs-facts');
   private readonly table = el('table', 'cs-table cs-runs');
@@ -59,26 +61,29 @@ export class BatchDetailView {
   private batch: IBatch | null = null;
 
   constructor(
-    readonly id: string,
+    readonly batchId: string,
     private readonly commands: CommandRegistry,
     onBack: () => void,
     private readonly onChanged: () => void
   ) {
+    super();
+    this.addClass('cs-view');
+    this.addClass('cs-batch-detail');
     const header = el('div', 'cs-detail-header');
-    header.append(button('← Batches', 'Back to the batch list', onBack, 'cs-back'), this.title, this.statusBadge);
+    header.append(button('← Batches', 'Back to the batch list', onBack, 'cs-back'), this.titleNode, this.statusBadge);
     this.cancelButton = button('Cancel', 'Cancel the remaining runs', () => void this.cancel(), 'cs-cancel jp-mod-warn');
     const actions = el('div', 'cs-actions');
     actions.append(
       this.cancelButton,
       button('Output folder', 'Open the executed notebooks in the file browser', () => void this.openOutput(), 'cs-output')
     );
-    this.title.textContent = id;
+    this.titleNode.textContent = batchId;
     this.node.append(header, actions, this.facts, el('h4', '', 'Runs'), this.table);
   }
 
-  update(batch: IBatch): void {
+  setBatch(batch: IBatch): void {
     this.batch = batch;
-    this.title.textContent = batch.name;
+    this.titleNode.textContent = batch.name;
     setBadge(this.statusBadge, batch.status);
     this.cancelButton.disabled = ['succeeded', 'failed', 'cancelled'].includes(batch.status);
     this.facts.replaceChildren(
@@ -120,7 +125,7 @@ export class BatchDetailView {
   private async cancel(): Promise<void> {
     this.cancelButton.disabled = true;
     try {
-      this.update(await api.cancelBatch(this.id));
+      this.setBatch(await api.cancelBatch(this.batchId));
     } catch (error) {
       void showErrorMessage('Could not cancel the batch', String((error as Error).message ?? error));
     }
@@ -134,7 +139,7 @@ export class BatchDetailView {
     if (this.batch.output_path === null) {
       void showErrorMessage(
         'Outside the Jupyter root',
-        `The executed notebooks are in ${this.batch.rows.length ? String(this.batch.rows[0].output ?? '') : ''}, outside the folder Jupyter serves.`
+        `The executed notebooks are in ${this.batch.rows.length ? formatValue(this.batch.rows[0].output) : ''}, outside the folder Jupyter serves.`
       );
       return;
     }

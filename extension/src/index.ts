@@ -1,14 +1,20 @@
 /**
  * cellship's JupyterLab extension: the "cellship" left-sidebar panel, its commands in
- * the palette, its settings, and a notebook toolbar button that runs the notebook as a
- * batch run.
+ * the palette, its settings, a notebook toolbar button that runs the notebook as a batch
+ * run (declared in the settings schema, so users can move or hide it), and the
+ * `ICellshipJobs` token other extensions can require.
  */
 import {
   ILayoutRestorer,
   JupyterFrontEnd,
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
-import { ICommandPalette, Notification, ToolbarButton } from '@jupyterlab/apputils';
+import {
+  ICommandPalette,
+  IToolbarWidgetRegistry,
+  Notification,
+  ToolbarButton
+} from '@jupyterlab/apputils';
 import { DocumentRegistry } from '@jupyterlab/docregistry';
 import { INotebookModel, INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
@@ -17,6 +23,10 @@ import { DisposableDelegate, IDisposable } from '@lumino/disposable';
 
 import { api } from './api';
 import { CellshipPanel, DEFAULT_SETTINGS, IPanelSettings } from './panel';
+import { ICellshipJobs } from './tokens';
+
+export { ICellshipJobs, IJobChange } from './tokens';
+export type { IJobSummary, Status } from './api';
 
 const PLUGIN_ID = 'cellship:plugin';
 
@@ -44,40 +54,52 @@ function readSettings(settings: ISettingRegistry.ISettings | null): IPanelSettin
   return {
     refreshInterval: Math.max(0.5, Number(composite.refreshInterval ?? DEFAULT_SETTINGS.refreshInterval)),
     defaultBackend: String(composite.defaultBackend ?? DEFAULT_SETTINGS.defaultBackend),
-    maxLogLines: Math.max(100, Number(composite.maxLogLines ?? DEFAULT_SETTINGS.maxLogLines))
+    maxLogLines: Math.max(100, Number(composite.maxLogLines ?? DEFAULT_SETTINGS.maxLogLines)),
+    pageSize: Math.min(1000, Math.max(10, Number(composite.pageSize ?? DEFAULT_SETTINGS.pageSize)))
   };
 }
 
+/** The toolbar item's name in `jupyter.lab.toolbars` (schema/plugin.json). */
+const BATCH_TOOLBAR_ITEM = 'cellshipBatch';
+
 /** The notebook toolbar button: the command does the work, so the palette can too. */
-class BatchButton implements DocumentRegistry.IWidgetExtension<NotebookPanel, INotebookModel> {
+function batchButton(app: JupyterFrontEnd, panel: NotebookPanel): ToolbarButton {
+  return new ToolbarButton({
+    className: 'cs-batch-button',
+    icon: cellshipIcon,
+    label: 'Batch',
+    tooltip: 'Run this notebook as a cellship batch run (saved first)',
+    onClick: () => void app.commands.execute(CommandIDs.runBatch, { path: panel.context.path })
+  });
+}
+
+/** Without a toolbar registry (a JupyterLab-based app without one) the button is put in
+ * place directly, as extensions did before `jupyter.lab.toolbars`. */
+class BatchButtonExtension implements DocumentRegistry.IWidgetExtension<NotebookPanel, INotebookModel> {
   constructor(private readonly app: JupyterFrontEnd) {}
 
-  createNew(panel: NotebookPanel, context: DocumentRegistry.IContext<INotebookModel>): IDisposable {
-    const button = new ToolbarButton({
-      className: 'cs-batch-button',
-      icon: cellshipIcon,
-      label: 'Batch',
-      tooltip: 'Run this notebook as a cellship batch run (saved first)',
-      onClick: () => void this.app.commands.execute(CommandIDs.runBatch, { path: context.path })
-    });
-    panel.toolbar.insertItem(10, 'cellshipBatch', button);
+  createNew(panel: NotebookPanel): IDisposable {
+    const button = batchButton(this.app, panel);
+    panel.toolbar.insertItem(10, BATCH_TOOLBAR_ITEM, button);
     return new DisposableDelegate(() => button.dispose());
   }
 }
 
-const plugin: JupyterFrontEndPlugin<void> = {
+const plugin: JupyterFrontEndPlugin<ICellshipJobs> = {
   id: PLUGIN_ID,
   description: 'cellship: jobs, batch runs and models in a sidebar panel.',
   autoStart: true,
   requires: [],
-  optional: [ICommandPalette, ISettingRegistry, ILayoutRestorer, INotebookTracker],
-  activate: async (
+  optional: [ICommandPalette, ISettingRegistry, ILayoutRestorer, INotebookTracker, IToolbarWidgetRegistry],
+  provides: ICellshipJobs,
+  activate: (
     app: JupyterFrontEnd,
     palette: ICommandPalette | null,
     settingRegistry: ISettingRegistry | null,
     restorer: ILayoutRestorer | null,
-    notebooks: INotebookTracker | null
-  ) => {
+    notebooks: INotebookTracker | null,
+    toolbarRegistry: IToolbarWidgetRegistry | null
+  ): ICellshipJobs => {
     const panel = new CellshipPanel(app.commands);
     panel.title.icon = cellshipIcon;
     app.shell.add(panel, 'left', { rank: 600 });
@@ -119,18 +141,29 @@ const plugin: JupyterFrontEndPlugin<void> = {
     for (const command of [CommandIDs.open, CommandIDs.refresh, CommandIDs.runBatch]) {
       palette?.addItem({ command, category: 'cellship' });
     }
-    app.docRegistry.addWidgetExtension('Notebook', new BatchButton(app));
-
-    if (settingRegistry) {
-      try {
-        const settings = await settingRegistry.load(PLUGIN_ID);
-        panel.setSettings(readSettings(settings));
-        settings.changed.connect(() => panel.setSettings(readSettings(settings)));
-      } catch (error) {
-        console.warn('cellship: settings could not be loaded; using defaults', error);
-      }
+    if (toolbarRegistry) {
+      // Placed, moved or hidden by the notebook toolbar's settings, which merge the
+      // `jupyter.lab.toolbars` entry of this plugin's schema.
+      toolbarRegistry.addFactory<NotebookPanel>('Notebook', BATCH_TOOLBAR_ITEM, nb => batchButton(app, nb));
+    } else {
+      app.docRegistry.addWidgetExtension('Notebook', new BatchButtonExtension(app));
     }
-    void panel.start();
+
+    // Activation returns at once (other plugins wait for the token); settings and the
+    // server check follow.
+    void (async () => {
+      if (settingRegistry) {
+        try {
+          const settings = await settingRegistry.load(PLUGIN_ID);
+          panel.setSettings(readSettings(settings));
+          settings.changed.connect(() => panel.setSettings(readSettings(settings)));
+        } catch (error) {
+          console.warn('cellship: settings could not be loaded; using defaults', error);
+        }
+      }
+      await panel.start();
+    })();
+    return panel.jobs;
   }
 };
 

@@ -1,12 +1,14 @@
 /**
- * One job: replica states, a live log tail (server-sent events that resume from the
- * last line after a reconnect), metric sparklines, and the actions a user wants on it.
+ * One job: replica states, a live log tail (server-sent events read with an
+ * authenticated fetch, resumed from the last line after a reconnect or while the panel
+ * was hidden), metric sparklines, and the actions a user wants on it.
  */
 import { Dialog, showDialog, showErrorMessage } from '@jupyterlab/apputils';
 import { CommandRegistry } from '@lumino/commands';
+import { Message } from '@lumino/messaging';
 import { Widget } from '@lumino/widgets';
 
-import { api, IJob, ILogLine, IMetricSeries } from './api';
+import { api, CellshipAPIError, IJob, ILogLine, IMetricSeries, IServerEvent, streamEvents } from './api';
 import {
   badge,
   button,
@@ -26,9 +28,11 @@ export interface IDetailContext {
   onChanged: () => void;
 }
 
-export class JobDetailView {
-  readonly node = el('div', 'cs-view cs-job-detail');
-  private readonly title = el('h3', 'cs-detail-title');
+const RECONNECT_MS = 2000; // the server's `retry:`; doubled per failure up to the max
+const RECONNECT_MAX_MS = 30_000;
+
+export class JobDetailView extends Widget {
+  private readonly titleNode = el('h3', 'cs-detail-title');
   private readonly statusBadge = badge('pending');
   private readonly facts = el('div', 'cs-facts');
   private readonly error = el('pre', 'cs-error');
@@ -39,18 +43,25 @@ export class JobDetailView {
   private readonly deleteButton: HTMLButtonElement;
   private readonly tbLink = el('a', 'cs-tb-link');
   private job: IJob | null = null;
-  private source: EventSource | null = null;
-  private logCount = 0;
+  /** Aborts the log request in flight; null while no stream runs. */
+  private stream: AbortController | null = null;
+  /** The server's cursor (last event id): where a new stream resumes. */
+  private logCursor: string | null = null;
+  private logsEnded = false;
+  private logsStarted = false;
   private metricsDone = false;
 
   constructor(
-    readonly id: string,
+    readonly jobId: string,
     private readonly context: IDetailContext
   ) {
+    super();
+    this.addClass('cs-view');
+    this.addClass('cs-job-detail');
     const header = el('div', 'cs-detail-header');
     header.append(
       button('← Jobs', 'Back to the jobs list', () => context.onBack(), 'cs-back'),
-      this.title,
+      this.titleNode,
       this.statusBadge
     );
     this.cancelButton = button('Cancel', 'Cancel the job and stop every process of it', () =>
@@ -81,7 +92,7 @@ export class JobDetailView {
     replicaTable.append(el('thead'), this.replicas);
     replicaTable.tHead!.appendChild(head);
     this.error.hidden = true;
-    this.title.textContent = id;
+    this.titleNode.textContent = jobId;
     this.node.append(
       header,
       actions,
@@ -98,10 +109,10 @@ export class JobDetailView {
     this.metrics.textContent = 'No scalars yet.';
   }
 
-  update(job: IJob): void {
+  setJob(job: IJob): void {
     this.job = job;
-    this.title.textContent = job.name;
-    this.title.title = `${job.name} (${job.id})`;
+    this.titleNode.textContent = job.name;
+    this.titleNode.title = `${job.name} (${job.id})`;
     setBadge(this.statusBadge, job.status);
     const done = ['succeeded', 'failed', 'cancelled'].includes(job.status);
     this.cancelButton.disabled = done;
@@ -139,7 +150,8 @@ export class JobDetailView {
         return tr;
       })
     );
-    if (!this.source && this.logCount === 0) {
+    if (!this.logsStarted) {
+      this.logsStarted = true;
       this.startLogs();
     }
   }
@@ -181,23 +193,75 @@ export class JobDetailView {
     );
   }
 
+  /** Follow the log stream until the job's `end` event, reconnecting after failures. */
   private startLogs(): void {
-    const source = new EventSource(api.logsURL(this.id));
-    this.source = source;
-    source.onmessage = event => {
+    if (this.stream || this.logsEnded || this.isDisposed || !this.isVisible) {
+      return;
+    }
+    const stream = new AbortController();
+    this.stream = stream;
+    void this.follow(stream);
+  }
+
+  private async follow(stream: AbortController): Promise<void> {
+    let delay = RECONNECT_MS;
+    while (!stream.signal.aborted && !this.logsEnded) {
+      try {
+        await streamEvents(api.logsEndPoint(this.jobId), {
+          signal: stream.signal,
+          lastEventId: this.logCursor,
+          onEvent: event => this.onLogEvent(event)
+        });
+        delay = RECONNECT_MS;
+      } catch (error) {
+        if (error instanceof CellshipAPIError && error.code < 500) {
+          // The job is gone or the request refused: retrying cannot help.
+          this.appendLines([{ replica: 'cellship', text: `log stream closed by the server: ${error.message}` }]);
+          break;
+        }
+        delay = Math.min(delay * 2, RECONNECT_MAX_MS);
+      }
+      if (!stream.signal.aborted && !this.logsEnded) {
+        await new Promise(resolve => window.setTimeout(resolve, delay));
+      }
+    }
+    if (this.stream === stream) {
+      this.stream = null;
+    }
+  }
+
+  private onLogEvent(event: IServerEvent): void {
+    if (event.event === 'end') {
+      this.logsEnded = true;
+      this.logs.dataset.ended = 'true';
+      this.stream?.abort();
+      return;
+    }
+    if (event.id !== null) {
+      this.logCursor = event.id;
+    }
+    if (event.event === 'message') {
       const data = JSON.parse(event.data) as { lines: ILogLine[] };
       this.appendLines(data.lines);
-    };
-    source.addEventListener('end', () => {
-      source.close();
-      this.logs.dataset.ended = 'true';
-    });
-    source.onerror = () => {
-      // EventSource reconnects by itself (sending Last-Event-ID); only a closed one is final.
-      if (source.readyState === EventSource.CLOSED) {
-        this.appendLines([{ replica: 'cellship', text: 'log stream closed by the server' }]);
-      }
-    };
+    }
+  }
+
+  private stopLogs(): void {
+    this.stream?.abort();
+    this.stream = null;
+  }
+
+  /** A hidden panel holds no stream open; showing it resumes from the cursor. */
+  protected onBeforeHide(msg: Message): void {
+    this.stopLogs();
+    super.onBeforeHide(msg);
+  }
+
+  protected onAfterShow(msg: Message): void {
+    super.onAfterShow(msg);
+    if (this.logsStarted) {
+      this.startLogs();
+    }
   }
 
   private appendLines(lines: ILogLine[]): void {
@@ -212,7 +276,6 @@ export class JobDetailView {
       fragment.appendChild(node);
     }
     this.logs.appendChild(fragment);
-    this.logCount += lines.length;
     while (this.logs.childElementCount > this.context.maxLogLines) {
       this.logs.firstElementChild!.remove();
     }
@@ -225,7 +288,7 @@ export class JobDetailView {
     const job = this.job;
     const result = await showDialog({
       title: 'Cancel job?',
-      body: `Cancel ${job?.name ?? this.id} (${this.id}) and stop every process of it?`,
+      body: `Cancel ${job?.name ?? this.jobId} (${this.jobId}) and stop every process of it?`,
       buttons: [Dialog.cancelButton({ label: 'Keep running' }), Dialog.warnButton({ label: 'Cancel job' })]
     });
     if (!result.button.accept) {
@@ -233,7 +296,7 @@ export class JobDetailView {
     }
     this.cancelButton.disabled = true;
     try {
-      this.update(await api.cancel(this.id));
+      this.setJob(await api.cancel(this.jobId));
     } catch (error) {
       void showErrorMessage('Could not cancel the job', String((error as Error).message ?? error));
     }
@@ -243,14 +306,14 @@ export class JobDetailView {
   private async remove(): Promise<void> {
     const result = await showDialog({
       title: 'Delete job?',
-      body: `Forget ${this.job?.name ?? this.id} (${this.id}) and remove its directory (logs, output, TensorBoard files)?`,
+      body: `Forget ${this.job?.name ?? this.jobId} (${this.jobId}) and remove its directory (logs, output, TensorBoard files)?`,
       buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: 'Delete' })]
     });
     if (!result.button.accept) {
       return;
     }
     try {
-      await api.remove(this.id);
+      await api.remove(this.jobId);
       this.context.onBack();
     } catch (error) {
       void showErrorMessage('Could not delete the job', String((error as Error).message ?? error));
@@ -263,7 +326,7 @@ export class JobDetailView {
     // once the server says where it is.
     const win = window.open('', '_blank');
     try {
-      const server = await api.tensorboard(this.id);
+      const server = await api.tensorboard(this.jobId);
       const url = /^(https?:\/\/|\/)/.test(server.url) ? server.url : '';
       this.tbLink.href = url;
       this.tbLink.textContent = `TensorBoard: ${url}`;
@@ -290,7 +353,7 @@ export class JobDetailView {
     const body = el('div', 'cs-files');
     body.appendChild(el('p', '', `The output folder is outside the Jupyter root: ${job.output_dir}`));
     try {
-      const listing = await api.files(this.id, 'output');
+      const listing = await api.files(this.jobId, 'output');
       const list = el('ul');
       for (const entry of listing.entries ?? []) {
         list.appendChild(el('li', '', entry.type === 'directory' ? `${entry.name}/` : `${entry.name} (${entry.size} bytes)`));
@@ -307,7 +370,7 @@ export class JobDetailView {
   }
 
   dispose(): void {
-    this.source?.close();
-    this.source = null;
+    this.stopLogs();
+    super.dispose();
   }
 }

@@ -1,11 +1,11 @@
 /** Exported models (the model repository `cellship export` writes), every version. */
 import { CommandRegistry } from '@lumino/commands';
+import { Widget } from '@lumino/widgets';
 
 import { IModelVersion } from './api';
 import { el, formatTime, formatValue } from './dom';
 
-export class ModelsView {
-  readonly node = el('div', 'cs-view cs-models');
+export class ModelsView extends Widget {
   private readonly tbody = el('tbody');
   private readonly empty = el(
     'div',
@@ -14,6 +14,9 @@ export class ModelsView {
   );
 
   constructor(private readonly commands: CommandRegistry) {
+    super();
+    this.addClass('cs-view');
+    this.addClass('cs-models');
     const table = el('table', 'cs-table cs-models-table');
     const head = el('tr');
     for (const title of ['Model', 'Source', 'Created', 'Signature']) {
@@ -24,7 +27,7 @@ export class ModelsView {
     this.node.append(this.empty, table);
   }
 
-  update(models: IModelVersion[]): void {
+  setModels(models: IModelVersion[]): void {
     this.empty.hidden = models.length > 0;
     this.tbody.replaceChildren(
       ...models.map(m => {

@@ -1,49 +1,62 @@
 /**
- * The "cellship" sidebar panel: tabs for jobs and batch runs, a detail view for one of
- * them, and the polling that keeps it live. It first asks the server extension for its
- * version and says plainly when the extension is missing or speaks another API.
+ * The "cellship" sidebar panel: tabs for jobs, batch runs and models, a detail view for
+ * one job or batch, each a Lumino widget shown and hidden in the panel's body, and one
+ * `Poll` that keeps whatever is shown live (backing off while the server fails, slowing
+ * down while the panel is hidden, standing by while the browser tab is). It first asks
+ * the server extension for its version and says plainly when the extension is missing or
+ * speaks another API.
  */
+import { refreshIcon } from '@jupyterlab/ui-components';
 import { CommandRegistry } from '@lumino/commands';
 import { Message } from '@lumino/messaging';
-import { Widget } from '@lumino/widgets';
+import { IPoll, Poll } from '@lumino/polling';
+import { Panel, Widget } from '@lumino/widgets';
 
 import { api, checkServer, IVersion } from './api';
 import { BatchDetailView, BatchesView } from './batches';
 import { el } from './dom';
 import { JobDetailView } from './jobdetail';
-import { JobsView } from './jobs';
+import { JobsModel, JobsView } from './jobs';
 import { ModelsView } from './models';
 
 export interface IPanelSettings {
   refreshInterval: number; // seconds
   defaultBackend: string;
   maxLogLines: number;
+  pageSize: number; // jobs per page of the list
 }
 
 export const DEFAULT_SETTINGS: IPanelSettings = {
   refreshInterval: 2,
   defaultBackend: 'local',
-  maxLogLines: 2000
+  maxLogLines: 2000,
+  pageSize: 50
 };
+
+/** While the panel is hidden only the jobs list is polled (for `ICellshipJobs`), this
+ * many times slower, but at least every HIDDEN_MIN_MS. */
+const HIDDEN_SLOWDOWN = 10;
+const HIDDEN_MIN_MS = 20_000;
+const BACKOFF_MAX_MS = 60_000;
 
 type Tab = 'jobs' | 'batches' | 'models';
 
-export class CellshipPanel extends Widget {
+export class CellshipPanel extends Panel {
   settings: IPanelSettings = { ...DEFAULT_SETTINGS };
+  readonly jobs = new JobsModel();
   private readonly banner = el('div', 'cs-banner');
   private readonly tabBar = el('div', 'cs-tabs');
-  private readonly body = el('div', 'cs-body');
+  private readonly body = new Panel();
   private readonly jobsView: JobsView;
   private readonly batchesView: BatchesView;
   private readonly modelsView: ModelsView;
   private readonly tabButtons = new Map<Tab, HTMLButtonElement>();
   private tab: Tab = 'jobs';
   private detail: JobDetailView | BatchDetailView | null = null;
-  private timer: number | undefined;
-  private ticker: number | undefined;
-  private ready = false;
   private version: IVersion | undefined;
-  private refreshing: Promise<void> | null = null;
+  private readonly poll: Poll;
+  /** Advances running jobs' durations between polls; no request. */
+  private readonly ticker: Poll;
 
   constructor(private readonly commands: CommandRegistry) {
     super();
@@ -51,7 +64,13 @@ export class CellshipPanel extends Widget {
     this.addClass('cs-panel');
     this.title.caption = 'cellship: jobs, batch runs, models';
     const header = el('div', 'cs-header');
-    header.append(el('span', 'cs-title', 'cellship'));
+    const refreshButton = el('button', 'cs-refresh');
+    refreshButton.type = 'button';
+    refreshButton.title = 'Refresh now';
+    refreshButton.setAttribute('aria-label', 'Refresh now');
+    refreshIcon.element({ container: refreshButton, tag: 'span' });
+    refreshButton.addEventListener('click', () => void this.refresh());
+    header.append(el('span', 'cs-title', 'cellship'), refreshButton);
     for (const [tab, label] of [
       ['jobs', 'Jobs'],
       ['batches', 'Batch runs'],
@@ -65,10 +84,35 @@ export class CellshipPanel extends Widget {
       this.tabBar.appendChild(node);
     }
     this.banner.hidden = true;
-    this.jobsView = new JobsView(id => this.showJob(id));
+    const chrome = new Widget();
+    chrome.addClass('cs-chrome');
+    chrome.node.append(header, this.banner, this.tabBar);
+    this.body.addClass('cs-body');
+    this.jobsView = new JobsView(this.jobs, id => this.showJob(id));
     this.batchesView = new BatchesView(id => this.showBatch(id));
     this.modelsView = new ModelsView(commands);
-    this.node.append(header, this.banner, this.tabBar, this.body);
+    for (const view of [this.jobsView, this.batchesView, this.modelsView]) {
+      view.hide();
+      this.body.addWidget(view);
+    }
+    this.addWidget(chrome);
+    this.addWidget(this.body);
+    this.jobs.requestRefresh = () => this.refresh();
+
+    this.poll = new Poll({
+      auto: false, // started once the server extension answered
+      factory: () => this.load(),
+      frequency: this.frequency(),
+      standby: 'when-hidden',
+      name: 'cellship:panel'
+    });
+    this.ticker = new Poll({
+      auto: false,
+      factory: () => Promise.resolve(this.tick()),
+      frequency: { interval: 1000, backoff: false },
+      standby: () => !this.isVisible || 'when-hidden',
+      name: 'cellship:ticker'
+    });
     this.showTab('jobs', false);
   }
 
@@ -80,23 +124,29 @@ export class CellshipPanel extends Widget {
       this.banner.textContent = problem;
       this.banner.hidden = false;
       this.tabBar.hidden = true;
-      this.body.hidden = true;
+      this.body.hide();
       this.node.dataset.state = 'unavailable';
       return;
     }
     // A tab appears only for what the server extension offers (models came later).
     this.tabButtons.get('models')!.hidden = !this.capabilities.includes('models');
-    this.ready = true;
     this.node.dataset.state = 'ready';
     this.node.dataset.version = version?.version ?? '';
-    this.schedule(0);
-    this.ticker = window.setInterval(() => this.tick(), 1000);
+    void this.poll.start();
+    void this.ticker.start();
+  }
+
+  get ready(): boolean {
+    return this.node.dataset.state === 'ready';
   }
 
   setSettings(settings: IPanelSettings): void {
+    const pageSizeChanged = settings.pageSize !== this.jobs.pageSize;
     this.settings = settings;
-    if (this.ready) {
-      this.schedule(this.settings.refreshInterval * 1000);
+    this.jobs.pageSize = settings.pageSize;
+    this.poll.frequency = this.frequency();
+    if (this.ready && pageSizeChanged) {
+      void this.refresh();
     }
   }
 
@@ -107,118 +157,140 @@ export class CellshipPanel extends Widget {
       node.classList.toggle('cs-mod-active', name === tab);
     }
     const views = { jobs: this.jobsView, batches: this.batchesView, models: this.modelsView };
-    this.body.replaceChildren(views[tab].node);
+    for (const [name, view] of Object.entries(views)) {
+      view.setHidden(name !== tab);
+    }
     if (refresh) {
       void this.refresh();
     }
   }
 
   showJob(id: string): void {
-    this.closeDetail();
-    const view = new JobDetailView(id, {
-      commands: this.commands,
-      maxLogLines: this.settings.maxLogLines,
-      onBack: () => this.showTab('jobs'),
-      onChanged: () => void this.refresh()
-    });
-    this.detail = view;
-    this.body.replaceChildren(view.node);
-    void this.refresh();
+    this.showDetail(
+      new JobDetailView(id, {
+        commands: this.commands,
+        maxLogLines: this.settings.maxLogLines,
+        onBack: () => this.showTab('jobs'),
+        onChanged: () => void this.refresh()
+      })
+    );
   }
 
   showBatch(id: string): void {
-    this.closeDetail();
-    const view = new BatchDetailView(id, this.commands, () => this.showTab('batches'), () => void this.refresh());
-    this.detail = view;
     this.tab = 'batches';
-    this.body.replaceChildren(view.node);
-    void this.refresh();
+    this.showDetail(
+      new BatchDetailView(id, this.commands, () => this.showTab('batches'), () => void this.refresh())
+    );
   }
 
-  /** Fetch what the current view shows (one request in flight at a time). */
-  refresh(): Promise<void> {
+  /** Poll now; resolves once that poll has answered (or failed). */
+  async refresh(): Promise<void> {
     if (!this.ready) {
-      return Promise.resolve();
-    }
-    if (!this.refreshing) {
-      this.refreshing = this.load()
-        .catch(error => this.showProblem(error))
-        .finally(() => {
-          this.refreshing = null;
-        });
-    }
-    return this.refreshing;
-  }
-
-  private async load(): Promise<void> {
-    const detail = this.detail;
-    if (detail instanceof JobDetailView) {
-      const job = await api.job(detail.id);
-      if (this.detail !== detail) {
-        return;
-      }
-      detail.update(job);
-      if (detail.wantsMetrics) {
-        detail.updateMetrics((await api.metrics(detail.id)).series);
-      }
-    } else if (detail instanceof BatchDetailView) {
-      detail.update(await api.batch(detail.id));
-    } else if (this.tab === 'jobs') {
-      this.jobsView.update((await api.jobs()).jobs);
-    } else if (this.tab === 'models') {
-      this.modelsView.update((await api.models()).models);
-    } else {
-      this.batchesView.update((await api.batches()).batches);
-    }
-    this.banner.hidden = true;
-  }
-
-  private showProblem(error: unknown): void {
-    this.banner.textContent = `cellship: ${(error as Error).message ?? String(error)}`;
-    this.banner.hidden = false;
-  }
-
-  private schedule(delay: number): void {
-    window.clearTimeout(this.timer);
-    this.timer = window.setTimeout(async () => {
-      if (this.isVisible) {
-        await this.refresh();
-      }
-      this.schedule(this.settings.refreshInterval * 1000);
-    }, delay);
-  }
-
-  private tick(): void {
-    if (!this.isVisible) {
       return;
     }
-    if (this.detail instanceof JobDetailView) {
-      this.detail.tick();
-    } else if (!this.detail && this.tab === 'jobs') {
-      this.jobsView.tick();
-    }
-  }
-
-  private closeDetail(): void {
-    if (this.detail instanceof JobDetailView) {
-      this.detail.dispose();
-    }
-    this.detail = null;
-  }
-
-  protected onAfterShow(msg: Message): void {
-    super.onAfterShow(msg);
-    void this.refresh();
+    await this.poll.refresh();
+    await this.poll.tick.catch(() => undefined);
   }
 
   get capabilities(): string[] {
     return this.version?.capabilities ?? [];
   }
 
+  protected onAfterShow(msg: Message): void {
+    super.onAfterShow(msg);
+    this.poll.frequency = this.frequency();
+    void this.refresh();
+  }
+
+  protected onBeforeHide(msg: Message): void {
+    this.poll.frequency = this.frequency(false);
+    super.onBeforeHide(msg);
+  }
+
   dispose(): void {
-    window.clearTimeout(this.timer);
-    window.clearInterval(this.ticker);
+    if (this.isDisposed) {
+      return;
+    }
+    this.poll.dispose();
+    this.ticker.dispose();
     this.closeDetail();
+    this.jobs.dispose();
     super.dispose();
+  }
+
+  private frequency(visible = this.isVisible): IPoll.Frequency {
+    const interval = this.settings.refreshInterval * 1000;
+    return {
+      interval: visible ? interval : Math.max(interval * HIDDEN_SLOWDOWN, HIDDEN_MIN_MS),
+      backoff: true,
+      max: Math.max(BACKOFF_MAX_MS, interval * HIDDEN_SLOWDOWN, HIDDEN_MIN_MS)
+    };
+  }
+
+  private showDetail(view: JobDetailView | BatchDetailView): void {
+    this.closeDetail();
+    for (const list of [this.jobsView, this.batchesView, this.modelsView]) {
+      list.hide();
+    }
+    this.detail = view;
+    this.body.addWidget(view);
+    void this.refresh();
+  }
+
+  private closeDetail(): void {
+    this.detail?.dispose(); // detaches it and ends its log stream
+    this.detail = null;
+  }
+
+  /** One poll: the jobs list always (other extensions follow it through ICellshipJobs),
+   * and whatever else the panel shows while it is visible. A failure shows in the banner
+   * and rejects, so the Poll backs off. */
+  private async load(): Promise<void> {
+    try {
+      const work: Promise<void>[] = [this.jobs.load()];
+      if (this.isVisible) {
+        work.push(this.loadShown());
+      }
+      await Promise.all(work);
+      this.banner.hidden = true;
+    } catch (error) {
+      this.banner.textContent = `cellship: ${(error as Error).message ?? String(error)}`;
+      this.banner.hidden = false;
+      throw error;
+    }
+  }
+
+  private async loadShown(): Promise<void> {
+    const detail = this.detail;
+    if (detail instanceof JobDetailView) {
+      const job = await api.job(detail.jobId);
+      if (this.detail !== detail) {
+        return; // the user moved on meanwhile
+      }
+      detail.setJob(job);
+      if (detail.wantsMetrics) {
+        const { series } = await api.metrics(detail.jobId);
+        if (this.detail === detail) {
+          detail.updateMetrics(series);
+        }
+      }
+    } else if (detail instanceof BatchDetailView) {
+      const batch = await api.batch(detail.batchId);
+      if (this.detail === detail) {
+        detail.setBatch(batch);
+      }
+    } else if (this.tab === 'models') {
+      this.modelsView.setModels((await api.models()).models);
+    } else if (this.tab === 'batches') {
+      this.batchesView.setBatches((await api.batches()).batches);
+    }
+  }
+
+  private tick(): void {
+    if (this.detail instanceof JobDetailView) {
+      this.detail.tick();
+    } else if (!this.detail && this.tab === 'jobs') {
+      this.jobsView.tick();
+    }
   }
 }

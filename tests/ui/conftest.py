@@ -40,11 +40,20 @@ def lab_home(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def page(lab: Lab, chromium: object, request: pytest.FixtureRequest) -> Iterator[object]:
+def cellship_requests() -> list[tuple[str, dict[str, str]]]:
+    """(URL, headers) of every request the page sent to cellship's REST API."""
+    return []
+
+
+@pytest.fixture
+def page(lab: Lab, chromium: object, request: pytest.FixtureRequest,
+         cellship_requests: list[tuple[str, dict[str, str]]]) -> Iterator[object]:
     context = chromium.new_context(viewport={"width": 1400, "height": 900})
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda err: errors.append(str(err)))
+    page.on("request", lambda req: "/cellship/" in req.url
+            and cellship_requests.append((req.url, dict(req.headers))))
     page.goto(lab.page_url("lab"))
     page.wait_for_selector(".jp-LabShell", timeout=60_000)
     yield page
@@ -52,6 +61,10 @@ def page(lab: Lab, chromium: object, request: pytest.FixtureRequest) -> Iterator
     page.screenshot(path=str(ARTIFACTS / f"{request.node.name}-last.png"))
     context.close()
     assert not errors, f"uncaught errors in the page: {errors}"
+    # Every test: the panel (and the notebook's job view) authenticate by header; a token
+    # in a URL ends up in proxy and server logs and in the browser's history.
+    leaked = [url for url, _ in cellship_requests if lab.token in url]
+    assert not leaked, f"the token rode in a request URL: {leaked[:3]}"
 
 
 @pytest.fixture

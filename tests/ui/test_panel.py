@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import urllib.request
 from pathlib import Path
 
 import nbformat
@@ -64,6 +65,15 @@ def _open_notebook(page, lab: Lab, path: str) -> None:
     raise AssertionError("the notebook's kernel never became idle")
 
 
+def _put_user_settings(lab: Lab, plugin: str, raw: str) -> None:
+    request = urllib.request.Request(
+        f"{lab.url}lab/api/settings/{plugin}", method="PUT",
+        data=json.dumps({"raw": raw}).encode(),
+        headers={"Authorization": f"token {lab.token}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        assert answer.status in (200, 204)
+
+
 def _run_all(page) -> None:
     """Run > Run All Cells, then wait until the first cell has run (its prompt is [1]).
     Once more if nothing started: on a loaded machine the first kernel websocket of a
@@ -93,7 +103,17 @@ def test_train_cell_job_appears_runs_succeeds_and_streams_logs(lab: Lab, lab_hom
     release.unlink(missing_ok=True)
     path = _notebook(lab, "ui-train.ipynb",
                      ["%load_ext cellship", TRAIN_CELL.format(release=str(release))])
-    _open_notebook(page, lab, path)
+    # The Batch button is declared in cellship's settings schema (`jupyter.lab.toolbars`), so
+    # a user setting of the notebook toolbar hides it; checked here because this test opens
+    # a notebook anyway (no page load of its own). The toolbar test below sees it back.
+    toolbar_settings = "@jupyterlab/notebook-extension:panel"
+    _put_user_settings(lab, toolbar_settings, json.dumps({"toolbar": [{"name": "cellshipBatch", "disabled": True}]}))
+    try:
+        _open_notebook(page, lab, path)
+        page.wait_for_selector(".jp-NotebookPanel-toolbar [data-jp-item-name='save']", timeout=30_000)
+        assert page.locator(".jp-NotebookPanel .cs-batch-button").count() == 0
+    finally:
+        _put_user_settings(lab, toolbar_settings, "{}")
     open_panel(page)
     _run_all(page)
     row = _row(page, "ui-train")
@@ -155,7 +175,8 @@ def test_cancel_a_job_from_the_panel_stops_its_processes(lab: Lab, lab_home: Pat
     shot(page, "cancelled")
 
 
-def test_names_and_log_text_render_as_text(lab: Lab, lab_home: Path, page, shot) -> None:
+def test_names_and_log_text_render_as_text(lab: Lab, lab_home: Path, page, shot,
+                                          cellship_requests) -> None:
     from cellship.store import Store
 
     evil = "<img src=x onerror=window.__pwned=1>"
@@ -165,9 +186,24 @@ def test_names_and_log_text_render_as_text(lab: Lab, lab_home: Path, page, shot)
     row = _row(page, evil)
     row.wait_for(timeout=20_000)
     assert row.locator(".cs-job-name").inner_text() == evil
+    # A failing server shows in the banner (the poll backs off meanwhile); the refresh
+    # button polls at once and the banner goes once the server answers again.
+    failing = "**/cellship/api/jobs?*"
+    page.route(failing, lambda route: route.fulfill(
+        status=500, content_type="application/json",
+        body=json.dumps({"code": 500, "message": "the store is locked"})))
+    page.locator(".cs-refresh").click()
+    page.wait_for_selector(".cs-banner:has-text('the store is locked')", timeout=10_000)
+    page.unroute(failing)
+    page.locator(".cs-refresh").click()
+    page.wait_for_selector(".cs-banner", state="hidden", timeout=10_000)
     row.click()
     page.wait_for_selector(".cs-log-line", timeout=20_000)
     assert "<b>not bold</b>" in page.locator(".cs-logs").inner_text()
+    # The log stream is a fetch authenticated by header (the page fixture checks that no
+    # URL carries the token), not an EventSource with the token in its query.
+    streams = [headers for url, headers in cellship_requests if "/logs" in url]
+    assert streams and all(h.get("authorization") == f"token {lab.token}" for h in streams), streams
     assert page.locator("#cellship-panel img, #cellship-panel script, #cellship-panel b").count() == 0
     assert page.evaluate("() => window.__pwned") is None
     shot(page, "escaped")
@@ -189,12 +225,22 @@ def test_panel_says_when_the_server_extension_is_missing_or_another_version(
     shot(page, "unavailable")
 
 
-def test_dark_theme_and_command_palette(lab: Lab, lab_home: Path, page, shot) -> None:
+def _jobs_shown(page) -> tuple[int, int]:
+    """(rows the jobs list shows, jobs in the store) once the list has answered."""
+    view = page.locator(".cs-jobs")
+    return int(view.get_attribute("data-shown")), int(view.get_attribute("data-total"))
+
+
+def test_dark_theme_command_palette_and_paged_jobs(lab: Lab, lab_home: Path, page, shot) -> None:
     from cellship.store import Store
 
     store = Store(lab_home / "cellship.db")
     for status in ("succeeded", "failed", "cancelled", "running"):
         fake_job(store, lab_home, name=f"theme-{status}", status=status)
+    # More than a page (50) of older jobs: the list loads one page, then more on request.
+    day_ago = time.time() - 86_400
+    for i in range(60):
+        fake_job(store, lab_home, name=f"page-filler-{i:03d}", created=day_ago - i)
     page.locator(".lm-MenuBar-itemLabel", has_text=re.compile("^Settings$")).click()
     page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Theme$")).hover()
     page.locator(".lm-Menu-itemLabel", has_text=re.compile("^JupyterLab Dark$")).click()
@@ -205,6 +251,30 @@ def test_dark_theme_and_command_palette(lab: Lab, lab_home: Path, page, shot) ->
     page.wait_for_selector('#cellship-panel[data-state="ready"]', timeout=30_000)
     _row(page, "theme-failed").wait_for(timeout=20_000)
     shot(page, "dark")
+
+    # Paging: the first page only, a "more" button, the count of the whole store.
+    page.wait_for_selector(".cs-jobs[data-shown='50']", timeout=20_000)
+    shown, total = _jobs_shown(page)
+    assert total >= 64 and page.locator(".cs-job-row").count() == 50
+    assert page.locator(".cs-count").inner_text() == f"50 of {total} jobs"
+    more = page.locator(".cs-more")
+    assert more.is_visible()
+    # A filter asks the server, so it finds jobs past the loaded page (the fillers are oldest).
+    page.locator(".cs-filter").fill("page-filler-00")
+    page.wait_for_selector(".cs-jobs[data-shown='10']", timeout=20_000)
+    assert page.locator(".cs-count").inner_text() == f"10 of {total} jobs"
+    assert not more.is_visible()
+    page.locator(".cs-filter").fill("")
+    page.wait_for_selector(".cs-jobs[data-shown='50']", timeout=20_000)
+    more.click()
+    page.wait_for_selector(f".cs-jobs[data-shown='{min(total, 100)}']", timeout=20_000)
+    assert _row(page, "page-filler-059").count() == (1 if total <= 100 else 0)
+    assert more.is_visible() == (total > 100)
+    # The manual refresh button polls at once (the list stays as it is).
+    with page.expect_request(lambda req: "/cellship/api/jobs?" in req.url, timeout=5_000):
+        page.locator(".cs-refresh").click()
+    shot(page, "paged")
+
     page.locator(".lm-MenuBar-itemLabel", has_text=re.compile("^Settings$")).click()
     page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Theme$")).hover()
     page.locator(".lm-Menu-itemLabel", has_text=re.compile("^JupyterLab Light$")).click()
@@ -222,6 +292,10 @@ def test_notebook_toolbar_runs_the_notebook_as_a_batch(lab: Lab, lab_home: Path,
         timeout=90_000)
     assert page.locator(".cs-batch-detail .cs-detail-title").inner_text() == "ui-batch"
     shot(page, "batch")
+    # It is a toolbar item of the notebook toolbar's settings (`jupyter.lab.toolbars` in
+    # cellship's schema), by name; test_train_cell_job... hides it through a user setting.
+    toolbar = page.locator(".jp-NotebookPanel-toolbar")
+    assert toolbar.locator("[data-jp-item-name='cellshipBatch'] .cs-batch-button").count() == 1
 
 
 def test_models_tab_lists_exported_models(lab: Lab, lab_home: Path, page, shot) -> None:
