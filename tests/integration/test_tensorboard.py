@@ -153,6 +153,9 @@ def test_scalars_written_come_back_through_tensorboard(logdirs, capsys):
     assert _listening_addresses(server.pid) <= {"127.0.0.1"}
     assert len(_tree(server.pid)) >= 2, "no data server child: TensorBoard uses its slow loader"
     assert any("server" in psutil.Process(p).name() for p in _tree(server.pid)[1:])
+    # started without importing TensorFlow (main_without_tf: ~1 s to answer instead of 7-11 s)
+    assert "TensorFlow installation not found" in Path(server.log_path).read_text()
+    assert not any("libtensorflow" in m.path for m in psutil.Process(server.pid).memory_maps())
 
 
 def test_stop_leaves_no_process_and_keeps_the_event_files(logdirs, cellship_home):

@@ -100,7 +100,17 @@ def test_job_logdirs_disambiguates_shared_names_with_the_id_and_dedupes():
 
 
 # -- the tensorboard command -------------------------------------------------------------
-def test_command_prefers_the_console_script_next_to_sys_executable(monkeypatch):
+def test_command_by_default_runs_tensorboard_without_tensorflow(monkeypatch):
+    monkeypatch.delenv("CELLSHIP_TENSORBOARD_TF", raising=False)
+    command = tb.tensorboard_command()
+    assert command == [sys.executable, str(launch.WITHOUT_TF)]
+    assert launch.WITHOUT_TF.is_file()
+    # how cellship recognises its servers among processes: "tensorboard" on the command line
+    assert any("tensorboard" in arg for arg in command)
+
+
+def test_command_with_tensorflow_prefers_the_console_script_next_to_sys_executable(monkeypatch):
+    monkeypatch.setenv("CELLSHIP_TENSORBOARD_TF", "1")
     seen = {}
 
     def which(name, path=None):
@@ -112,7 +122,8 @@ def test_command_prefers_the_console_script_next_to_sys_executable(monkeypatch):
     assert seen["path"] == str(Path(sys.executable).parent)
 
 
-def test_command_falls_back_to_python_m(monkeypatch):
+def test_command_with_tensorflow_falls_back_to_python_m(monkeypatch):
+    monkeypatch.setenv("CELLSHIP_TENSORBOARD_TF", "1")
     monkeypatch.setattr(launch.shutil, "which", lambda name, path=None: None)
     assert tb.tensorboard_command() == [sys.executable, "-m", "tensorboard.main"]
 
