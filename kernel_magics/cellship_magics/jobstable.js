@@ -2,7 +2,7 @@
 // box, and a click on a row asks the kernel for that job's view (shown below the table).
 
 const COLUMNS = [["id", "id"], ["name", "name"], ["status", "status"], ["backend", "backend"],
-                 ["replicas", "replicas"], ["created", "created"], ["duration", "duration"]];
+                 ["user", "user"], ["replicas", "replicas"], ["created", "created"], ["duration", "duration"]];
 
 
 function render({ model, el }) {

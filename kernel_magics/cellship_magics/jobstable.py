@@ -29,7 +29,7 @@ class JobsWidget(anywidget.AnyWidget):
 def job_row(job: api.Job) -> dict[str, Any]:
     r = job.record
     return {"id": r.id, "name": r.name, "status": r.status, "backend": r.backend,
-            "replicas": len(r.replicas),
+            "user": job.user or "-", "replicas": len(r.replicas),
             "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created)),
             "created_ts": r.created, "duration": api.format_duration(r.duration),
             "seconds": r.duration}

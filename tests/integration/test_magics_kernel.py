@@ -14,6 +14,7 @@ import pytest
 from jupyter_client.manager import KernelManager
 
 import cellship
+from cellship.kube.meta import current_user
 from cellship.store import Store
 from tests.conftest import REPO, job_processes, wait_until_gone
 
@@ -410,7 +411,8 @@ def test_jobs_table_widget_opens_a_jobs_view_and_a_job_displays_as_its_view(
     displays, _, opens = _view_messages(widget_kernel, msg)
     tables = [o for o in opens if o["data"]["state"].get("rows")]
     (table,) = tables
-    assert [r["name"] for r in table["data"]["state"]["rows"]] == ["shown"]
+    assert [(r["name"], r["user"]) for r in table["data"]["state"]["rows"]] == [
+        ("shown", current_user())]
     assert WIDGET_MIME in displays[0]["data"]
     # a click on the row: the browser sends the table's widget a message
     click = widget_kernel.client.session.msg("comm_msg", {

@@ -47,6 +47,30 @@ async def test_list_newest_first_with_filters(call, store, cellship_home: Path) 
     assert [j["id"] for j in page["jobs"]] == [b.id] and page["total"] == 3
 
 
+async def test_list_and_detail_say_who_submitted_each_job(call, store, cellship_home: Path,
+                                                         monkeypatch) -> None:
+    """A local job is the user the server runs for; a cluster job the user its launch
+    recorded (kubernetes.json), null when none was (a job launched by an older cellship)."""
+    from cellship.store import JobRecord
+
+    monkeypatch.setenv("JUPYTERHUB_USER", "alice@example.org")
+    local = fake_job(store, cellship_home, name="mine", created=time.time() - 30)
+    for job_id, state in (("c1a57e12", {"user": "bob"}), ("c1a57e13", {})):
+        job_dir = cellship_home / "jobs" / job_id
+        job_dir.mkdir(parents=True)
+        (job_dir / "kubernetes.json").write_text(json.dumps(state))
+        store.create_job(JobRecord(
+            id=job_id, name=f"cluster-{job_id}", status="pending", backend="kubernetes",
+            spec={"workers": 1, "ps": 0, "gpus": 0, "strategy": "single"},
+            job_dir=str(job_dir), output_dir=str(job_dir / "output"),
+            logdir=str(job_dir / "tensorboard"), created=time.time() - 20))
+        store.transition(job_id, "cancelled", ended=time.time() - 10)
+    data = (await call("GET", "jobs")).json()
+    assert [(j["name"], j["user"]) for j in data["jobs"]] == [
+        ("cluster-c1a57e13", None), ("cluster-c1a57e12", "bob"), ("mine", "alice-example.org")]
+    assert (await call("GET", f"jobs/{local.id}")).json()["user"] == "alice-example.org"
+
+
 async def test_list_follows_changes_and_deletions(call, store, cellship_home: Path) -> None:
     """Finished jobs' rows are kept serialized between polls (jupyter/listing.py): a job
     that changes or goes away must still show as it is now."""

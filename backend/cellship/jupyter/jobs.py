@@ -28,8 +28,14 @@ def _list_jobs(status: str | None, name: str | None, backend_name: str | None,
         except CellshipError:
             return record  # a backend no longer installed: show the record as stored
 
+    def user(record: JobRecord) -> str | None:
+        try:
+            return backend(record.backend).user(record)
+        except CellshipError:
+            return None  # a backend no longer installed: it cannot say
+
     return _LISTING.listing(store(), refresh, status=status, name=name, backend=backend_name,
-                            limit=limit, offset=offset)
+                            limit=limit, offset=offset, user=user)
 
 
 def prewarm(log: Any) -> None:

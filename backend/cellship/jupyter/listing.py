@@ -30,8 +30,10 @@ class JobListCache:
 
     def listing(self, store: Store, refresh: Callable[[JobRecord], JobRecord], *,
                 status: str | None, name: str | None, backend: str | None,
-                limit: int | None, offset: int) -> str:
-        """The list endpoint's body (JSON text), newest first."""
+                limit: int | None, offset: int,
+                user: Callable[[JobRecord], str | None] = lambda record: None) -> str:
+        """The list endpoint's body (JSON text), newest first; ``user`` says who
+        submitted a job (read once per job, like the rest of a settled job's row)."""
         ids = store.list_job_ids(status=status, limit=limit, name=name, backend=backend,
                                  offset=offset)
         with self._lock:
@@ -43,7 +45,7 @@ class JobListCache:
             for record in store.get_jobs(missing):
                 if not record.done and record.supervisor_pid is not None:
                     record = refresh(record)  # a vanished supervisor means failed
-                text = json.dumps(job_summary(record), allow_nan=False)
+                text = json.dumps(job_summary(record, user(record)), allow_nan=False)
                 fresh[record.id] = text
                 if record.status in TERMINAL_STATUSES and record.ended is not None \
                         and now - record.ended > SETTLE_SECONDS:

@@ -37,12 +37,12 @@ def _replica(replica: ReplicaRecord) -> dict[str, Any]:
             "diagnosis": replica.diagnosis}
 
 
-def job_summary(record: JobRecord) -> dict[str, Any]:
-    """One row of the jobs list."""
+def job_summary(record: JobRecord, user: str | None) -> dict[str, Any]:
+    """One row of the jobs list; ``user`` is who submitted it (:meth:`Backend.user`)."""
     spec = record.spec
     return {
         "id": record.id, "name": record.name, "status": record.status,
-        "backend": record.backend, "strategy": spec.get("strategy"),
+        "backend": record.backend, "user": user, "strategy": spec.get("strategy"),
         "workers": spec.get("workers"), "ps": spec.get("ps") or 0, "gpus": spec.get("gpus") or 0,
         "replicas": [{"key": replica_key(r), "label": r.label, "state": r.state}
                      for r in record.replicas],
@@ -70,7 +70,7 @@ def job_detail(job: Job, root_dir: str | None, store: Store) -> dict[str, Any]:
     with keys, the event history, and where the file browser can open the output."""
     data = job.to_dict()
     record = job.record
-    data.update(job_summary(record))
+    data.update(job_summary(record, data["user"]))
     data["replicas"] = [_replica(r) for r in record.replicas]
     data["created"], data["started"], data["ended"] = (iso(record.created), iso(record.started),
                                                       iso(record.ended))

@@ -77,6 +77,13 @@ class Job:
         return self.record.status
 
     @property
+    def user(self) -> str | None:
+        """Who submitted the job (``cellship.io/user`` on a cluster's objects): for a
+        cluster job the user recorded at its launch, for a local one the user this process
+        runs for; None when not recorded (a job launched by an older cellship)."""
+        return self._backend.user(self._record)
+
+    @property
     def output_dir(self) -> Path:
         return Path(self._record.output_dir)
 
@@ -189,7 +196,7 @@ class Job:
         spec = dict(r.spec)
         return {
             "id": r.id, "name": r.name, "status": r.status, "backend": r.backend,
-            "strategy": spec.get("strategy"), "workers": spec.get("workers"),
+            "user": self.user, "strategy": spec.get("strategy"), "workers": spec.get("workers"),
             "ps": spec.get("ps"), "gpus": spec.get("gpus"),
             "replicas": [rep.to_dict() for rep in r.replicas],
             "job_dir": r.job_dir, "output_dir": r.output_dir, "logdir": r.logdir,
@@ -214,10 +221,10 @@ class Job:
 def jobs_table(jobs: Sequence[Job]) -> str:
     if not jobs:
         return "no jobs yet: run a cell with %%train, or `cellship train FILE.py`"
-    rows = [("ID", "NAME", "STATUS", "BACKEND", "REPLICAS", "CREATED", "DURATION")]
+    rows = [("ID", "NAME", "STATUS", "BACKEND", "USER", "REPLICAS", "CREATED", "DURATION")]
     for job in jobs:
         r = job.record
-        rows.append((r.id, r.name, r.status, r.backend, str(len(r.replicas)),
+        rows.append((r.id, r.name, r.status, r.backend, job.user or "-", str(len(r.replicas)),
                      time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created)),
                      format_duration(r.duration)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

@@ -16,6 +16,7 @@ import time
 from typing import Any, Callable, Iterator, Mapping
 
 from cellship.errors import BackendError, CellshipError
+from cellship.kube.meta import current_user
 from cellship.paths import jobs_dir
 from cellship.store import JobRecord, ReplicaRecord, Store
 from cellship.train.program import Program
@@ -109,6 +110,13 @@ class Backend(abc.ABC):
         shutil.rmtree(record.job_dir, ignore_errors=True)
 
     # -- what a backend provides --------------------------------------------------------
+    def user(self, job: JobRecord) -> str | None:
+        """Who submitted ``job`` (a label value, as in ``cellship.io/user``), None when
+        not recorded. This default is the user this process runs for (``$JUPYTERHUB_USER``,
+        else the OS user): right for a backend that runs jobs on this machine, from the
+        store of the user who owns it. A backend that records the submitter reads it."""
+        return current_user()
+
     def check_ready(self, spec: JobSpec) -> None:  # noqa: B027 - optional hook
         """Raise a CellshipError if this backend cannot run ``spec`` here and now."""
 

@@ -143,17 +143,19 @@ def test_jobs_table_on_empty_store(capsys):
     assert "no jobs yet" in capsys.readouterr().out
 
 
-def test_jobs_lists_stored_jobs(tmp_path, capsys):
+def test_jobs_lists_stored_jobs(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("JUPYTERHUB_USER", "alice")
     _add_job("abcd1234", "exp", status="failed", tmp_path=tmp_path)
     assert main(["jobs", "--json"]) == 0
     [job] = json.loads(capsys.readouterr().out)
-    assert (job["id"], job["name"], job["status"]) == ("abcd1234", "exp", "failed")
+    assert (job["id"], job["name"], job["status"], job["user"]) == (
+        "abcd1234", "exp", "failed", "alice")
     assert main(["jobs", "--status", "running"]) == 0
     assert "no jobs yet" in capsys.readouterr().out
     assert main(["jobs"]) == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[0].split()[:3] == ["ID", "NAME", "STATUS"]
-    assert table[1].split()[:3] == ["abcd1234", "exp", "failed"]
+    assert table[0].split()[:6] == ["ID", "NAME", "STATUS", "BACKEND", "USER", "REPLICAS"]
+    assert table[1].split()[:6] == ["abcd1234", "exp", "failed", "local", "alice", "1"]
 
 
 def test_status_unknown_job(capsys):

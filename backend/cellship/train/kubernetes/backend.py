@@ -87,6 +87,17 @@ class KubernetesBackend(Backend):
             return None
         return json.loads(path.read_text())
 
+    def user(self, job: JobRecord) -> str | None:
+        """The submitter written into the job's launch state at launch (the value of its
+        objects' ``cellship.io/user`` label); None before the launch, or for a job launched
+        before cellship recorded it."""
+        try:
+            state = self._state(job)
+        except (OSError, ValueError):
+            return None
+        user = state.get("user") if isinstance(state, dict) else None
+        return user if isinstance(user, str) and user else None
+
     def _identity(self, state: dict[str, Any]) -> JobIdentity:
         return JobIdentity(state["job_id"], state["job_name"], state["namespace"])
 
