@@ -195,6 +195,8 @@ export interface IJobSummary {
   name: string;
   status: Status;
   backend: string;
+  /** Who submitted it (`cellship.io/user`: the hub or OS user); null when unknown. */
+  user: string | null;
   strategy: string | null;
   workers: number | null;
   ps: number;

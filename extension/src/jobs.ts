@@ -165,7 +165,7 @@ export class JobsView extends Widget {
     bar.append(this.filter, this.statusFilter, this.count);
     const table = el('table', 'cs-table cs-jobs-table');
     const head = el('tr');
-    for (const title of ['Name', 'Status', 'Workers', 'Duration', 'Created']) {
+    for (const title of ['Name', 'Status', 'User', 'Workers', 'Duration', 'Created']) {
       head.appendChild(el('th', '', title));
     }
     table.append(el('thead'), this.tbody);
@@ -254,6 +254,7 @@ export class JobsView extends Widget {
     const status = el('td');
     const statusBadge = badge(job.status);
     status.appendChild(statusBadge);
+    const user = el('td', 'cs-user', job.user ?? '–');
     const workers = el('td', 'cs-workers', topology(job));
     const duration = el(
       'td',
@@ -261,7 +262,7 @@ export class JobsView extends Widget {
       formatDuration(liveDuration(job.started, job.ended, job.status))
     );
     const created = el('td', 'cs-created', formatTime(job.created));
-    tr.append(name, status, workers, duration, created);
+    tr.append(name, status, user, workers, duration, created);
     tr.addEventListener('click', () => this.onOpen(job.id));
     tr.addEventListener('keydown', event => {
       if (event.key === 'Enter') {

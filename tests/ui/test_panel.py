@@ -16,6 +16,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from cellship.kube.meta import current_user
 from tests.conftest import job_processes, wait_until_gone
 from tests.server.records import fake_job
 from tests.ui.lab import Lab, open_panel
@@ -122,6 +123,7 @@ def test_train_cell_job_appears_runs_succeeds_and_streams_logs(lab: Lab, lab_hom
     page.wait_for_function("el => el.dataset.status === 'running'", arg=badge.element_handle(),
                            timeout=60_000)
     assert "1 worker" in row.locator(".cs-workers").inner_text()
+    assert row.locator(".cs-user").inner_text() == current_user()  # who submitted it
     shot(page, "running")
     # The duration ticks while it runs, without a reload.
     first = row.locator(".cs-duration").inner_text()
