@@ -112,7 +112,7 @@ def test_cancel_copies_the_outputs_so_far_then_deletes_and_now_does_not(cluster,
     kept, now = jobs
     assert kept.cancel().status == "cancelled"
     assert (kept.output_dir / "so-far.txt").read_text() == "half way\n"
-    record = KubernetesBackend().cancel(now.record, now=True)
+    record = now.cancel(now=True)  # the Python API's Job.cancel(now=True)
     assert record.status == "cancelled" and not (now.output_dir / "so-far.txt").exists()
     for job in jobs:
         left = cluster.kubectl("get", "pods,services,configmaps", "-n", namespace, "-l",

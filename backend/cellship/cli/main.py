@@ -219,10 +219,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_cancel(args: argparse.Namespace) -> int:
     job = api.get_job(args.job)
     before = job.status
-    if args.now:
-        record = _kubernetes(job).cancel(job.record, now=True)
-    else:
-        record = job.cancel()
+    record = job.cancel(now=args.now)
     if before in ("succeeded", "failed", "cancelled"):
         print(f"job {record.name} ({record.id}) had already {before}; nothing to cancel")
     else:
@@ -238,7 +235,7 @@ def _kubernetes(job: api.Job) -> "KubernetesBackend":
     backend = get_backend(job.record.backend)
     if not isinstance(backend, KubernetesBackend):
         raise UsageError(f"Job {job.name} ({job.id}) ran on the {job.record.backend} backend: "
-                         "its files are already in its job dir, and --now is for cluster "
+                         "its files are already in its job dir; fetching is for cluster "
                          "jobs only.")
     return backend
 

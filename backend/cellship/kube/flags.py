@@ -82,6 +82,9 @@ _FLAGS: list[tuple[tuple[str, ...], dict[str, Any], str]] = [
      "image_pull_policy"),
     (("--peer-timeout",), dict(metavar="DURATION", help="(kubernetes) how long a pod waits for "
                                "its peers' DNS names (default 5m)"), "peer_timeout"),
+    (("--fetch-linger",), dict(metavar="DURATION", help="(kubernetes) how long the chief pod "
+                               "waits after its program for cellship to copy its files home "
+                               "(default 10m; 0: not at all)"), "fetch_linger"),
 ]
 
 K8S_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
@@ -203,14 +206,24 @@ def parse_quantity(value: str, flag: str) -> str:
     return value
 
 
-def _peer_timeout(value: str, flag: str) -> float:
+def _seconds(value: str, flag: str, zero_ok: bool = False) -> float:
+    """A duration flag (``90s``, ``5m``, plain seconds) in seconds: positive, or with
+    ``zero_ok`` also 0."""
     try:
         seconds = parse_duration(value)
     except UsageError as err:
         raise UsageError(f"{flag}: {err}") from None
-    if seconds <= 0:
-        raise UsageError(f"{flag} must be positive, got {value!r}.")
+    if seconds < 0 or (seconds == 0 and not zero_ok):
+        raise UsageError(f"{flag} must be {'0 or more' if zero_ok else 'positive'}, got {value!r}.")
     return seconds
+
+
+def _peer_timeout(value: str, flag: str) -> float:
+    return _seconds(value, flag)
+
+
+def _linger(value: str, flag: str) -> float:
+    return _seconds(value, flag, zero_ok=True)
 
 
 def parse_node_selector(values: list[str], flag: str = "--node-selector") -> dict[str, str]:
@@ -339,5 +352,5 @@ _PARSERS: dict[str, Any] = {
     "image_pull_secrets": _names, "service_account": _object_name, "volumes": _volumes,
     "cpu": parse_quantity, "memory": parse_quantity, "cpu_limit": parse_quantity,
     "memory_limit": parse_quantity, "logdir": _absolute, "output_dir": _absolute,
-    "image_pull_policy": _text, "peer_timeout": _peer_timeout,
+    "image_pull_policy": _text, "peer_timeout": _peer_timeout, "fetch_linger": _linger,
 }

@@ -144,8 +144,20 @@ class Job:
         buffer.add(self._backend.metrics(self.record))
         return buffer
 
-    def cancel(self) -> JobRecord:
-        self._record = self._backend.cancel(self._record)
+    def cancel(self, now: bool = False) -> JobRecord:
+        """Stop the job and every process or pod it started. A cluster job first copies
+        its chief's files home as they are; ``now=True`` deletes at once instead (cluster
+        jobs only: a local job's files are in its job dir already)."""
+        if now:
+            from cellship.train.kubernetes.backend import KubernetesBackend
+
+            if not isinstance(self._backend, KubernetesBackend):
+                raise UsageError(f"Job {self.name} ({self.id}) ran on the {self.record.backend} "
+                                 "backend: its files are already in its job dir, and now=True "
+                                 "(--now) is for cluster jobs only.")
+            self._record = self._backend.cancel(self._record, now=True)
+        else:
+            self._record = self._backend.cancel(self._record)
         return self._record
 
     def delete(self) -> None:

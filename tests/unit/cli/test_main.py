@@ -198,6 +198,17 @@ def test_cancel_finished_and_pending_jobs(tmp_path, capsys):
     assert Store.default().get_job("bbbb2222").status == "cancelled"
 
 
+def test_cancel_now_of_a_local_job_is_refused_with_a_sentence(tmp_path, capsys):
+    _add_job("cccc3333", "loc", tmp_path=tmp_path)
+    assert main(["cancel", "loc", "--now"]) == 1
+    err = capsys.readouterr().err
+    assert "ran on the local backend" in err and "for cluster jobs only" in err
+    _no_traceback(err)
+    assert Store.default().get_job("cccc3333").status == "pending"  # nothing was done
+    with pytest.raises(api.UsageError, match="now=True"):
+        api.get_job("loc").cancel(now=True)
+
+
 def test_no_command_exits_2(capsys):
     with pytest.raises(SystemExit) as info:
         main([])

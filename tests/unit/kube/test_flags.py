@@ -149,7 +149,7 @@ def test_every_flag_maps_onto_the_options_dict() -> None:
                  "--volume", "data:/data:ro", "--cpu", "2", "--memory", "4Gi",
                  "--cpu-limit", "4", "--memory-limit", "8Gi", "--k8s-logdir", "/data/tb",
                  "--k8s-output-dir", "/data/out", "--image-pull-policy", "Never",
-                 "--peer-timeout", "2m")
+                 "--peer-timeout", "2m", "--fetch-linger", "0")
     spec = spec_from_args(args)
     data = kubernetes_from_args(args)
     assert spec.backend == "kubernetes"
@@ -161,9 +161,10 @@ def test_every_flag_maps_onto_the_options_dict() -> None:
         "volumes": [{"claim": "data", "mount_path": "/data", "read_only": True}],
         "cpu": "2", "memory": "4Gi", "cpu_limit": "4", "memory_limit": "8Gi",
         "logdir": "/data/tb", "output_dir": "/data/out", "image_pull_policy": "Never",
-        "peer_timeout": 120.0}
+        "peer_timeout": 120.0, "fetch_linger": 0.0}
     options = KubernetesOptions.from_dict(data)  # exactly what the backend will read
     assert options.volumes[0].read_only and options.peer_timeout == 120.0
+    assert options.fetch_linger == 0.0  # 0: the chief pod does not wait for the copy
     json.dumps(data)  # stored in the job's spec.json
 
 
@@ -178,6 +179,7 @@ def test_no_flags_no_options() -> None:
     (["--image-pull-secret", "x_y"], "--image-pull-secret 'x_y' is not a valid"),
     (["--image", "tf 2"], "--image 'tf 2' must be one word"),
     (["--peer-timeout", "soon"], "--peer-timeout: 'soon' is not a duration"),
+    (["--fetch-linger", "-5"], "--fetch-linger"),
 ])
 def test_bad_values_are_usage_errors_naming_the_flag(argv, words) -> None:
     with pytest.raises(UsageError) as info:
