@@ -3,7 +3,9 @@
 fails (its output notebook kept), a model with another signature; v2 promoted after smoke
 and canary; a v3 whose model answers differently (rolled back by itself); the history; and
 ``cellship rollback --to 1``; while a load loop through the serving server of the
-repository sees zero failed requests.
+repository sees zero failed requests. Then a CLI release killed (SIGKILL) in its canary
+window: ``releases`` shows it interrupted, ``release --resume`` finishes it, nothing
+changed what was served, and the next release is promoted.
 
 Time: one tiny model is trained once (real TensorFlow on sklearn's digits) and the release
 notebook only copies a SavedModel and records values, so it runs in a kernel without
@@ -14,6 +16,10 @@ canary servers, the way the CLI loads it once per release.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -199,3 +205,70 @@ def test_release_promote_gate_canary_rollback(tmp_path: Path, cellship_home: Pat
     # nothing was deleted: the rolled-back and the rolled-away versions are kept
     assert sorted(p.name.split("-")[0] for p in (base / ".rejected").iterdir()) == ["2", "3"]
     assert np.isfinite(accuracy)
+
+    # Killed mid-canary (issue 14): a CLI release in its canary window gets SIGKILL; the
+    # history shows it interrupted at that step, `--resume` finishes it (the staged version
+    # moved aside, its canary folder gone), the served version never changed, and the
+    # next release works.
+    with BackgroundServer({"digits": base}, ServingConfig(port=0, poll_interval_s=0.2),
+                          log=lambda _text: None) as server:
+        server.wait_ready()
+        status = f"{server.url}/v1/models/digits"
+        with LoadLoop(status + ":predict", example) as load:
+            killed = _kill_in_canary(notebook, good, accuracy, request, store)
+            assert _served(status) == 1
+            assert main(["releases", "digits"]) == 0
+            out = capsys.readouterr().out
+            row = next(r for r in out.splitlines() if r.startswith(killed))
+            assert row.split()[1:4] == ["2", "interrupted", "canary"]
+            assert "`cellship release --resume digits`" in out
+            assert list(base.glob(f".canary-{killed}"))  # what the killed process left
+
+            assert main(["release", "--resume", "digits"]) == 0
+            assert capsys.readouterr().out.split() == [killed, "rolled-back"]
+            assert not list(base.glob(".canary-*")) and sorted(models.version_dirs(base)) == [1]
+            assert (base / ".rejected" / f"2-{killed}" / "saved_model.pb").is_file()
+            assert _served(status) == 1
+
+            assert release("m5", "--server", server.url) == 0
+            assert capsys.readouterr().out.strip() == "2" and _served(status) == 2
+        assert load.failures == [] and load.ok > 10, (load.ok, load.failures[:5])
+    last = store.list_releases("digits")[-2:]
+    assert [(r.id == killed, r.outcome, r.failed_step) for r in last] == [
+        (True, "rolled-back", "canary"), (False, "promoted", None)]
+    assert not list(base.glob(".canary-*"))
+
+
+def _kill_in_canary(notebook: Path, source: Path, accuracy: float, request: Path,
+                    store: Store) -> str:
+    """Start `cellship release` as its own process with a long canary window, SIGKILL it once
+    its record says it is at step canary; the release's id."""
+    before = {r.id for r in store.list_releases("digits")}
+    cli = Path(sys.executable).with_name("cellship")
+    log = notebook.parent / "killed-release.err"  # a file, not a pipe nobody reads while it runs
+    with log.open("wb") as err:
+        child = subprocess.Popen(
+            [str(cli), "release", str(notebook), "--model", "digits", "-p", "source", str(source),
+             "-p", "out", "m4", "-p", "accuracy", str(accuracy), "--example", str(request),
+             "--canary-window", "300"], stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        end = time.monotonic() + 120
+        while time.monotonic() < end and child.poll() is None:
+            mine = [r for r in store.list_releases("digits") if r.id not in before]
+            if mine and mine[0].failed_step == "canary" and mine[0].outcome == "running":
+                time.sleep(1.0)  # into its canary: its server loading or the example flowing
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError(f"the release never reached its canary: "
+                                 f"{log.read_text(errors='replace')[-2000:]}")
+        assert child.poll() is None
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    (record,) = [r for r in store.list_releases("digits") if r.id not in before]
+    assert record.outcome == "running" and record.version == 2  # as the dead process left it
+    return record.id

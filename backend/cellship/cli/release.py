@@ -12,9 +12,12 @@ from typing import Any
 def add_release_commands(sub: Any) -> None:
     run = sub.add_parser("release", help="run a notebook, gate it, canary and promote its model "
                          "as the next served version (or write a CI definition that does)")
-    run.add_argument("notebook", metavar="NOTEBOOK")
-    run.add_argument("--model", "-m", required=True, metavar="MODEL",
-                     help="the model the new version belongs to")
+    run.add_argument("notebook", metavar="NOTEBOOK", nargs="?")
+    run.add_argument("--model", "-m", default=None, metavar="MODEL",
+                     help="the model the new version belongs to (required)")
+    run.add_argument("--resume", default=None, metavar="MODEL",
+                     help="finish MODEL's interrupted release (its process was killed) instead: "
+                          "its staged version is moved aside, what is served stays served")
     run.add_argument("--to", default="local", choices=("local", "kubernetes"),
                      help="where to release: the local model repository (kubernetes: not built yet)")
     run.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
@@ -92,10 +95,16 @@ def _ci_argv(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_release(args: argparse.Namespace) -> int:
+    from cellship.errors import UsageError
     from cellship.release import gates
     from cellship.release.canary import CanaryLimits
     from cellship.runs.params import pairs_to_dict
 
+    if args.resume is not None:
+        return _resume(args)
+    if not args.notebook or not args.model:
+        raise UsageError("cellship release needs a NOTEBOOK and --model MODEL (or --resume MODEL "
+                         "to finish an interrupted release).")
     if args.ci:
         from cellship.release import cigen
 
@@ -106,8 +115,6 @@ def cmd_release(args: argparse.Namespace) -> int:
         print(path)
         return 0
     if args.ci_output or args.ci_secret:
-        from cellship.errors import UsageError
-
         raise UsageError("--ci-output and --ci-secret go with --ci github|gitlab|jenkins.")
     from cellship.release.pipeline import release
 
@@ -123,11 +130,26 @@ def cmd_release(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_releases(args: argparse.Namespace) -> int:
-    from cellship.release.records import reasons, table
-    from cellship.store import Store
+def _resume(args: argparse.Namespace) -> int:
+    from cellship.errors import UsageError
+    from cellship.release.pipeline import resume
 
-    records = Store.default().list_releases(args.model)
+    if args.notebook or args.model or args.ci or args.ci_output or args.ci_secret:
+        raise UsageError("--resume MODEL takes no NOTEBOOK, --model or --ci: it finishes the "
+                         "interrupted release the record describes.")
+    finished = resume(args.resume, repository=args.repository, say=_say)
+    if not finished:
+        _say(f"no interrupted release of {args.resume}: nothing to finish")
+    for record in finished:
+        print(f"{record.id} {record.outcome}")
+    return 0
+
+
+def cmd_releases(args: argparse.Namespace) -> int:
+    from cellship.release.pipeline import history
+    from cellship.release.records import reasons, table
+
+    records = history(args.model)
     if args.json:
         print(json.dumps([r.to_dict() for r in records], indent=2, default=str))
         return 0
@@ -141,9 +163,16 @@ def cmd_releases(args: argparse.Namespace) -> int:
 def cmd_rollback(args: argparse.Namespace) -> int:
     from cellship.release.pipeline import rollback
 
-    record = rollback(args.model, to=args.to, repository=args.repository, server=args.server)
-    _say(f"rolled {record.model} back from version {record.previous} to {record.version} "
-         f"(newer versions moved aside: {', '.join(record.details.get('moved_to', []))})")
+    record = rollback(args.model, to=args.to, repository=args.repository, server=args.server,
+                      say=_say)
+    moved = ', '.join(record.details.get('moved_to', [])) or 'none'
+    if record.details.get("finished"):
+        _say(f"finished the interrupted release{'s' if len(record.details['finished']) > 1 else ''} "
+             f"{', '.join(record.details['finished'])} of {record.model}: version "
+             f"{record.version} is still served (moved aside: {moved})")
+    else:
+        _say(f"rolled {record.model} back from version {record.previous} to {record.version} "
+             f"(newer versions moved aside: {moved})")
     print(record.version)
     return 0
 

@@ -14,7 +14,8 @@ Why this module is callable: ``cellship.release(...)`` is the public function, a
 subpackage of the same name replaces the package attribute as soon as it is imported (the
 reason batch runs live in ``cellship.runs``). Instead of a second name, the package module
 itself calls :func:`cellship.release.pipeline.release`, so ``cellship.release(...)``
-works whether or not ``cellship.release.pipeline`` was imported before.
+works whether or not ``cellship.release.pipeline`` was imported before; likewise
+``cellship.release.resume(model)``.
 
 Rules: never imports IPython, :mod:`cellship.cli` or :mod:`cellship.jupyter`.
 """
@@ -31,6 +32,13 @@ class _CallableModule(types.ModuleType):
         from cellship.release.pipeline import release
 
         return release(*args, **kwargs)
+
+
+def resume(model: str, **kwargs: Any) -> Any:
+    """Finish the interrupted releases of ``model``: :func:`cellship.release.pipeline.resume`."""
+    from cellship.release.pipeline import resume as _resume
+
+    return _resume(model, **kwargs)
 
 
 sys.modules[__name__].__class__ = _CallableModule

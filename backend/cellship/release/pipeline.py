@@ -15,7 +15,14 @@ The steps, each named in the release record when it stops the release:
 
 A release that stops after ``stage`` moves the new version aside (never deletes it) and
 what was served stays served. The running record is the lock against a second release of
-the same model.
+the same model; it also says the step the release is at.
+
+A release whose process was killed (``kill -9`` mid-canary, a CI runner gone) cannot clean
+up: its record is ``interrupted`` with the step it reached (``cellship releases MODEL``), and
+its staged version is still in ``MODEL/.canary-<id>/``, served by nobody (the canary server
+was a thread of the dead process). :func:`resume` (``cellship release --resume MODEL``)
+finishes it, and so do :func:`rollback` and the next :func:`release` of the model before
+their own work; see :func:`resume` for what "finishing" means and why.
 """
 
 from __future__ import annotations
@@ -81,10 +88,14 @@ def release(notebook: str | os.PathLike[str], *, model: str, to: str = "local",
     record = ReleaseRecord(id=secrets.token_hex(4), kind="release", model=model, target=target.name,
                            outcome="running", user=who(), started=time.time(),
                            notebook=str(Path(notebook).resolve()), parameters=params,
-                           gates=tuple({"gate": g.text} for g in checked_gates), pid=os.getpid())
+                           gates=tuple({"gate": g.text} for g in checked_gates), pid=os.getpid(),
+                           details=_where(target))
     _begin(store, record)
     steps = _Steps(store, record, target, say)
     try:
+        steps.step = "cleanup"
+        _finish_interrupted(store, model, f"release {record.id}", say,
+                            target if repository else None)
         return steps.run(Path(notebook), params, checked_gates, request, allow_signature_change,
                          limits or CanaryLimits(), model_dir, kernel)
     except ReleaseError as err:
@@ -95,14 +106,101 @@ def release(notebook: str | os.PathLike[str], *, model: str, to: str = "local",
         raise
 
 
+def _where(target: Target) -> dict[str, Any]:
+    """What a later process needs to find this release's files (:func:`resume`)."""
+    repository = getattr(target, "repository", None)
+    return {} if repository is None else {"repository": str(repository)}
+
+
+def _busy(running: ReleaseRecord) -> ReleaseBusy:
+    return ReleaseBusy(f"Release {running.id} of {running.model} is running (pid {running.pid}, "
+                       f"started by {running.user} at "
+                       f"{time.strftime('%H:%M:%S', time.localtime(running.started))}); wait for "
+                       "it to end (`cellship releases "
+                       f"{running.model}`), or stop that process, then release again.", "lock")
+
+
 def _begin(store: Store, record: ReleaseRecord) -> None:
     running = store.begin_release(record, pid_alive)
     if running is not None:
-        raise ReleaseBusy(f"Release {running.id} of {running.model} is running (pid {running.pid}, "
-                          f"started by {running.user} at "
-                          f"{time.strftime('%H:%M:%S', time.localtime(running.started))}); wait for "
-                          "it to end (`cellship releases "
-                          f"{running.model}`), or stop that process, then release again.", "lock")
+        raise _busy(running)
+
+
+def history(model: str, store: Store | None = None) -> list[ReleaseRecord]:
+    """Every release and rollback of ``model``, oldest first; a running one whose process
+    is gone is settled ``interrupted`` first (so it shows as such, with its step)."""
+    check_name(model)
+    store = store or Store.default()
+    store.settle_dead_releases(model, pid_alive, time.time())
+    return store.list_releases(model)
+
+
+def resume(model: str, *, repository: str | os.PathLike[str] | None = None,
+           store: Store | None = None, say: Say = _quiet) -> list[ReleaseRecord]:
+    """Finish the interrupted releases of ``model`` (their process ended mid-release) and
+    return their settled records (none: nothing was interrupted).
+
+    Finishing one rolls it back: its staged version is moved to ``MODEL/.rejected/`` (never
+    deleted) and its canary folder removed; the record says ``rolled-back`` at the step it
+    reached. Only a release killed after the rename of ``promote`` (its version already in
+    place, its release id in the manifest) is settled ``promoted`` instead.
+
+    Why not re-run the canary and promote on success: the checks it had passed, and the
+    window the dead process was watching, were lost with it; a new canary would be a new
+    release in all but name, run with limits and an example request the record does not
+    fully keep, by a process the user did not start for a promotion (``--resume`` in a CI
+    script after a runner died must never promote something nobody saw pass). Rolling back
+    is always safe for serving: the staged version never served a user's request, so the
+    served version is exactly what it was before the release began; releasing again (the
+    notebook's batch run is kept) is one command. ``repository``: where the release went,
+    when the record does not say (it does for releases made by this version)."""
+    check_name(model)
+    store = store or Store.default()
+    live, claimed = store.claim_interrupted(model, os.getpid(), pid_alive, time.time())
+    if live is not None:
+        raise _busy(live)
+    override = get_target("local", Path(repository)) if repository else None
+    return [_finish(store, r, "--resume", say, override) for r in claimed]
+
+
+def _finish_interrupted(store: Store, model: str, how: str, say: Say,
+                        target: Target | None = None) -> list[ReleaseRecord]:
+    """Finish the interrupted releases of ``model`` while the caller holds its lock (a
+    running record of its own)."""
+    return [_finish(store, r, how, say, target) for r in store.list_releases(model)
+            if r.outcome == "interrupted" and r.kind == "release"]
+
+
+def _finish(store: Store, record: ReleaseRecord, how: str, say: Say,
+            target: Target | None = None) -> ReleaseRecord:
+    """Clean up one interrupted release (see :func:`resume`) and settle its record."""
+    try:
+        if target is None:
+            repository = record.details.get("repository")
+            target = get_target(record.target, Path(repository) if repository else None)
+        promoted, moved = target.finish_interrupted(record.model, record.id, record.version)
+    except BaseException:
+        store.update_release(record.id, outcome="interrupted")  # still to finish
+        raise
+    step = record.failed_step or "run"
+    was = record.reason or "its process ended before the release finished"
+    finished = {"how": how, "user": who(), "at": time.time(), "moved_to": [str(p) for p in moved]}
+    details = {**record.details, "finished": finished}
+    if promoted:
+        reason = (f"interrupted at step {step}: {was}, after version {record.version} was "
+                  f"renamed into place; finished by {how}: it is served")
+        store.update_release(record.id, outcome="promoted", failed_step=None, ended=time.time(),
+                             reason=reason, details=details)
+    else:
+        left = (f"version {record.version} moved aside to {moved[0]}" if moved and record.version
+                else f"what it left moved aside to {', '.join(map(str, moved))}" if moved
+                else "it had left nothing")
+        reason = (f"interrupted at step {step}: {was}; finished by {how}: {left}; nothing "
+                  "was promoted")
+        store.update_release(record.id, outcome="rolled-back", failed_step=step,
+                             ended=time.time(), reason=reason, details=details)
+    say(f"release {record.id} of {record.model} was {reason}")
+    return store.get_release(record.id)
 
 
 class _Steps:
@@ -112,9 +210,19 @@ class _Steps:
         self.store, self.record, self.target, self.say = store, record, target, say
         self.step = "run"
         self.staged: Staged | None = None
+        self.details: dict[str, Any] = dict(record.details)
 
     def _update(self, **fields: Any) -> None:
+        if "details" in fields:  # merged: the repository recorded at the start stays
+            self.details.update(fields["details"])
+            fields["details"] = self.details
         self.store.update_release(self.record.id, **fields)
+
+    def _at(self, step: str) -> None:
+        """The release is at ``step`` now, and its record says so (a killed release's
+        record keeps the step it reached)."""
+        self.step = step
+        self._update(failed_step=step)
 
     def run(self, notebook: Path, params: dict[str, Any], checked_gates: Sequence[gating.Gate],
             request: Mapping[str, Any] | None, allow_signature_change: bool,
@@ -123,6 +231,7 @@ class _Steps:
 
         model, rid = self.record.model, self.record.id
         # 1. run
+        self._at("run")
         batch = sweep.create(notebook, parameters=params, kernel=kernel, backend="local",
                              name=f"release-{model}", store=self.store)
         run = batch.record.runs[0]
@@ -136,7 +245,7 @@ class _Steps:
                                f"model repository. The executed notebook is {run.output_path} "
                                f"(log: {run.log_path}).", "run")
         # 2. gates
-        self.step = "gates"
+        self._at("gates")
         results = gating.evaluate(checked_gates, run.recorded)
         self._update(gates=[r.to_dict() for r in results])
         if not all(r.passed for r in results):
@@ -147,7 +256,7 @@ class _Steps:
         if results:
             self.say("gates met:\n" + gating.table(results))
         # 3. contract: the SavedModel the run produced, against the one served now
-        self.step = "contract"
+        self._at("contract")
         candidates, where, job_ids = saved_models_of_run(done, run, self.store)
         if not candidates:
             raise ReleaseError(f"The notebook {notebook} ran, but produced no SavedModel (looked "
@@ -173,14 +282,14 @@ class _Steps:
             if diffs:
                 self.say("signature changed (allowed):\n" + contract.describe(diffs))
         # 4. stage
-        self.step = "stage"
+        self._at("stage")
         self.staged = self.target.stage(chosen, model, rid, current=current, source=source,
                                         parameters=params, metrics=metrics, example=request)
         version = self.staged.model.version
         self._update(version=version)
         self.say(f"staged {model} version {version}: {self.staged.model.describe_signature()}")
         # 5. canary
-        self.step = "canary"
+        self._at("canary")
         report = self.target.canary(self.staged, current, request, limits)
         self._update(details={"canary": report.to_dict()})
         self.say(report.summary())
@@ -194,10 +303,10 @@ class _Steps:
                                + (f"version {current.version} is still served."
                                   if current else "nothing is served."), "canary")
         # 6. promote
-        self.step = "promote"
+        self._at("promote")
         self.target.promote(self.staged)
         self.staged = None
-        self._update(outcome="promoted", ended=time.time())
+        self._update(outcome="promoted", failed_step=None, ended=time.time())
         final = self.store.get_release(rid)
         return ReleaseOutcome(final, results, report)
 
@@ -215,16 +324,20 @@ class _Steps:
         fields: dict[str, Any] = {"outcome": "failed", "failed_step": step, "reason": reason,
                                   "ended": time.time()}
         if aside is not None:
-            fields["details"] = {**self.store.get_release(self.record.id).details,
-                                 "moved_to": str(aside)}
+            fields["details"] = {"moved_to": str(aside)}
         self._update(**fields)
 
 
 def rollback(model: str, *, to: int | None = None, repository: str | os.PathLike[str] | None = None,
              server: str | None = None, target: str = "local",
-             store: Store | None = None) -> ReleaseRecord:
+             store: Store | None = None, say: Say = _quiet) -> ReleaseRecord:
     """Serve version ``to`` of ``model`` again (default: the one before the current) in one
-    step; the newer versions are moved aside, not deleted. Recorded like a release."""
+    step; the newer versions are moved aside, not deleted. Recorded like a release.
+
+    Interrupted releases of ``model`` are finished first (:func:`resume`). When that was all
+    there was to undo (no ``to`` given, and none of them had been promoted), the rollback
+    stops there: the version served is the one served before the interrupted release, which
+    is what going back from it means; going back one more version would undo a good one."""
     check_name(model)
     chosen = get_target(target, Path(repository) if repository else None, server)
     store = store or Store.default()
@@ -233,6 +346,18 @@ def rollback(model: str, *, to: int | None = None, repository: str | os.PathLike
                            started=time.time(), pid=os.getpid())
     _begin(store, record)
     try:
+        finished = _finish_interrupted(store, model, f"rollback {record.id}", say,
+                                       chosen if repository else None)
+        if to is None and finished and not any(r.outcome == "promoted" for r in finished):
+            # The release being undone never served: finishing it was the rollback.
+            current = chosen.current(model)
+            version = None if current is None else current.version
+            store.update_release(record.id, outcome="rollback", version=version, previous=version,
+                                 details={"moved_to": [p for r in finished
+                                                       for p in r.details["finished"]["moved_to"]],
+                                          "finished": [r.id for r in finished]},
+                                 ended=time.time())
+            return store.get_release(record.id)
         before, after, moved = chosen.rollback(model, to, record.id)
     except BaseException as err:
         store.update_release(record.id, outcome="failed", failed_step="rollback",
@@ -243,4 +368,4 @@ def rollback(model: str, *, to: int | None = None, repository: str | os.PathLike
     return store.get_release(record.id)
 
 
-__all__ = ["release", "rollback", "ReleaseOutcome", "CanaryLimits"]
+__all__ = ["release", "rollback", "resume", "history", "ReleaseOutcome", "CanaryLimits"]

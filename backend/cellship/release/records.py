@@ -64,6 +64,16 @@ def table(records: Sequence[ReleaseRecord]) -> str:
 
 
 def reasons(records: Sequence[ReleaseRecord]) -> str:
-    """Why each release that did not promote stopped, one line each."""
-    return "\n".join(f"{r.id}: {r.failed_step or r.outcome}: {r.reason.splitlines()[0]}"
-                     for r in records if r.reason)
+    """Why each release that did not promote stopped, one line each; an interrupted one
+    says how to finish it."""
+    lines = []
+    for r in records:
+        if not r.reason:
+            continue
+        line = f"{r.id}: {r.failed_step or r.outcome}: {r.reason.splitlines()[0]}"
+        if r.outcome == "interrupted":
+            line += (f" (interrupted at step {r.failed_step or 'run'}; `cellship release --resume "
+                     f"{r.model}` or `cellship rollback {r.model}` finishes it: its staged "
+                     "version is moved aside)")
+        lines.append(line)
+    return "\n".join(lines)

@@ -84,6 +84,12 @@ class Target(ABC):
         """Serve version ``to`` (default: the one before the current) again: (from, to,
         where the newer versions went)."""
 
+    @abstractmethod
+    def finish_interrupted(self, model: str, release_id: str,
+                           version: int | None) -> tuple[bool, list[Path]]:
+        """Clean up after release ``release_id``, whose process ended mid-release: (whether
+        its version ``version`` had been promoted already, where what it left went)."""
+
 
 class LocalTarget(Target):
     """The local model repository (``$CELLSHIP_HOME/models``, or ``repository``)."""
@@ -183,6 +189,39 @@ class LocalTarget(Target):
         if self.server:
             self._wait_served(model, to)
         return current, to, moved
+
+    def finish_interrupted(self, model: str, release_id: str,
+                           version: int | None) -> tuple[bool, list[Path]]:
+        """Its canary repository ``MODEL/.canary-<id>/`` goes: the link to the current
+        version is removed, everything real in it (the staged version, or an export's
+        ``.incoming-*`` folder when it was killed mid-stage) is moved to ``.rejected/``
+        (never deleted). Promoted already: the rename into place had happened (the version
+        in place carries this release's id in its manifest)."""
+        from cellship.serve.export import _read_manifest
+
+        base = self.base(model)
+        promoted = False
+        if version is not None:
+            source = _read_manifest(base / str(version)).get("source")
+            promoted = isinstance(source, dict) and source.get("release") == release_id
+        moved: list[Path] = []
+        canary_dir = base / f".canary-{release_id}"
+        if not canary_dir.is_dir():
+            return promoted, moved
+        for model_dir in sorted(canary_dir.iterdir()):
+            if model_dir.is_dir() and not model_dir.is_symlink():
+                for entry in sorted(model_dir.iterdir()):
+                    if entry.is_symlink():
+                        entry.unlink()
+                    else:
+                        moved.append(self._aside(model, entry, f"{entry.name}-{release_id}"))
+                model_dir.rmdir()
+            elif model_dir.is_symlink():
+                model_dir.unlink()
+            else:
+                moved.append(self._aside(model, model_dir, f"{model_dir.name}-{release_id}"))
+        canary_dir.rmdir()
+        return promoted, moved
 
     # -- helpers ------------------------------------------------------------------------------
     def _aside(self, model: str, path: Path, label: str) -> Path:

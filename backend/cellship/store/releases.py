@@ -6,6 +6,13 @@ Why the running row doubles as the lock: two releases of one model at once would
 the serving version. :meth:`ReleasesTable.begin_release` checks for a running release of
 the model and inserts its own row in one write transaction, so exactly one wins; a row
 whose process is gone (a killed CLI) no longer blocks, and is settled as ``interrupted``.
+
+While a release runs, ``failed_step`` holds the step it is at (so an interrupted one says
+where it stopped); once it ends, the step that stopped it (None when promoted). An
+``interrupted`` row may have left its staged version behind: :meth:`claim_interrupted`
+hands such rows to the process that finishes them (``cellship release --resume``), marking
+them running under its pid, so they are the lock while it cleans up and, should it die
+too, interrupted again.
 """
 
 from __future__ import annotations
@@ -19,7 +26,9 @@ from cellship.errors import JobNotFound
 from cellship.store.db import Database
 
 # running -> promoted | failed (a step stopped it; nothing changed what is served) |
-# rolled-back (the canary failed a check; the new version was moved aside) | interrupted
+# rolled-back (the canary failed a check, or an interrupted release was finished by
+# `--resume`/`rollback`: the new version was moved aside) | interrupted (its process ended
+# mid-release; leftovers may remain until it is finished)
 RELEASE_OUTCOMES = ("running", "promoted", "failed", "rolled-back", "interrupted", "rollback")
 _RELEASE_COLUMNS = frozenset({"version", "previous", "outcome", "failed_step", "reason", "details",
                               "batch_id", "output_notebook", "gates", "ended", "pid"})
@@ -75,14 +84,10 @@ class ReleasesTable(Database):
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
             try:
-                for row in db.execute("SELECT * FROM releases WHERE model=? AND outcome='running'",
-                                      (record.model,)).fetchall():
-                    if row["pid"] and alive(row["pid"]):
-                        db.execute("ROLLBACK")
-                        return _row(row)
-                    db.execute("UPDATE releases SET outcome='interrupted', reason=?, ended=? "
-                               "WHERE id=?", ("its process ended before the release finished",
-                                              record.started, row["id"]))
+                running = self._settle_dead(db, record.model, alive, record.started)
+                if running is not None:
+                    db.execute("ROLLBACK")
+                    return running
                 db.execute(
                     "INSERT INTO releases (id, kind, model, target, version, previous, notebook,"
                     " parameters, gates, outcome, failed_step, reason, details, batch_id,"
@@ -100,6 +105,59 @@ class ReleasesTable(Database):
                     db.execute("ROLLBACK")
                 raise
         return None
+
+    @staticmethod
+    def _settle_dead(db: sqlite3.Connection, model: str, alive: Callable[[int], bool],
+                     now: float) -> ReleaseRecord | None:
+        """Mark ``model``'s running rows whose process is gone ``interrupted`` (keeping the
+        step they reached); return a running row whose process lives, if any."""
+        live = None
+        for row in db.execute("SELECT * FROM releases WHERE model=? AND outcome='running'",
+                              (model,)).fetchall():
+            if row["pid"] and alive(row["pid"]):
+                live = live or _row(row)
+                continue
+            db.execute("UPDATE releases SET outcome='interrupted', reason=?, ended=? WHERE id=?",
+                       (f"its process ended (pid {row['pid']}) before the release finished",
+                        now, row["id"]))
+        return live
+
+    def settle_dead_releases(self, model: str, alive: Callable[[int], bool], now: float) -> None:
+        """Mark the running releases of ``model`` whose process is gone ``interrupted``
+        (what ``cellship releases MODEL`` shows)."""
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                self._settle_dead(db, model, alive, now)
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+
+    def claim_interrupted(self, model: str, pid: int, alive: Callable[[int], bool],
+                          now: float) -> tuple[ReleaseRecord | None, list[ReleaseRecord]]:
+        """In one write transaction: (a live running release of ``model``, []) when there
+        is one (nothing changes); else (None, the interrupted releases, not rollbacks: those
+        left no staged version), each marked running under ``pid``, as they were before this
+        call otherwise."""
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                live = self._settle_dead(db, model, alive, now)
+                if live is not None:
+                    db.execute("ROLLBACK")
+                    return live, []
+                rows = db.execute("SELECT * FROM releases WHERE model=? AND outcome='interrupted' "
+                                  "AND kind='release' ORDER BY started, rowid", (model,)).fetchall()
+                db.executemany("UPDATE releases SET outcome='running', pid=?, ended=NULL WHERE id=?",
+                               [(pid, r["id"]) for r in rows])
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        return None, [_row(r) for r in rows]
 
     def update_release(self, release_id: str, **fields: Any) -> None:
         for key in ("gates", "details"):

@@ -37,3 +37,20 @@ def test_cellship_release_is_the_python_api_even_after_the_package_is_imported()
     with pytest.raises(UsageError, match="not usable in a URL"):
         cellship.release("nb.ipynb", model="no spaces please")
     assert cellship.rollback is cellship.release.pipeline.rollback
+
+
+def test_release_needs_a_notebook_and_a_model_unless_it_resumes(capsys, tmp_path):
+    assert main(["release", "--model", "digits"]) == 1
+    assert "needs a NOTEBOOK and --model MODEL (or --resume MODEL" in capsys.readouterr().err
+    assert main(["release", str(tmp_path / "nb.ipynb"), "--resume", "digits"]) == 1
+    assert "--resume MODEL takes no NOTEBOOK" in capsys.readouterr().err
+    assert main(["release", "--resume", "digits"]) == 0  # nothing interrupted: nothing to do
+    captured = capsys.readouterr()
+    assert captured.out == "" and "no interrupted release of digits" in captured.err
+
+
+def test_cellship_release_resume_is_the_python_api():
+    import cellship
+    import cellship.release.pipeline
+
+    assert cellship.release.resume("digits") == []  # nothing interrupted
