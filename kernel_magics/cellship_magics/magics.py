@@ -248,8 +248,8 @@ class CellshipMagics(Magics):
         from cellship_magics.view import widgets_wanted
 
         status = line.strip() or None
-        try:
-            jobs = api.jobs(status=status, limit=50)
+        try:  # with a cluster configured, its jobs submitted elsewhere too (3 s at most)
+            listing = api.job_listing(status=status, limit=50)
         except CellshipError:
             raise
         except ValueError as err:
@@ -257,9 +257,9 @@ class CellshipMagics(Magics):
         if widgets_wanted(self.shell):
             from cellship_magics.jobstable import show_jobs
 
-            show_jobs(jobs)
+            show_jobs(listing.jobs, listing.cluster, listing.note)
         else:
-            print(api.jobs_table(jobs))
+            print(api.listing_text(listing))
 
     @magic_arguments.magic_arguments()
     @magic_arguments.argument("job", metavar="JOB", help="job id, id prefix or unique name")

@@ -346,6 +346,7 @@ def test_every_route_is_in_the_openapi_file(openapi) -> None:
     documented = set(yaml.safe_load(Path(OPENAPI).read_text())["paths"])
     routed = {"/" + pattern.replace("(?P<job_id>[^/]+)", "{job_id}")
               .replace("(?P<batch_id>[^/]+)", "{batch_id}").replace("(?P<name>[^/]+)", "{name}")
+              .replace("(?P<pid>[^/]+)", "{pid}")
               for pattern, _ in ROUTES if not pattern.startswith("(?P<path>")}
     assert routed == documented
 

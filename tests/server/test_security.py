@@ -44,7 +44,8 @@ def _mutating_operations() -> list[tuple[str, str]]:
 
 
 def _url(lab: Lab, path: str) -> str:
-    filled = path.replace("{job_id}", "00000000").replace("{batch_id}", "00000000")
+    filled = (path.replace("{job_id}", "00000000").replace("{batch_id}", "00000000")
+              .replace("{pid}", "999999999").replace("{name}", "nosuchdeployment"))
     return f"{lab.url}cellship/api{filled}"
 
 
@@ -91,7 +92,8 @@ def test_the_token_appears_in_no_url_log_line_or_file(lab: Lab) -> None:
         ("GET", f"/jobs/{job.id}/files", {"params": {"path": "logs"}}),
         ("POST", f"/jobs/{job.id}/tensorboard", {}),
         ("POST", "/batches", {"data": json.dumps({"notebook": "tiny.ipynb", "name": "secure"})}),
-        ("GET", "/models", {}), ("GET", "/nope", {}),
+        ("GET", "/models", {}), ("GET", "/servers", {}), ("GET", "/deployments", {}),
+        ("GET", "/nope", {}),
     ]:
         reply = requests.request(method, api + path, headers=auth, timeout=120, **kwargs)
         assert reply.status_code < 500, (path, reply.text)

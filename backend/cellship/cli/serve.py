@@ -35,6 +35,14 @@ def add_serving_commands(sub: Any) -> None:
     models.add_argument("name", metavar="MODEL", nargs="?", help="only this model")
     models.add_argument("--json", action="store_true", help="machine-readable output")
 
+    servers = sub.add_parser("servers", help="list the running `cellship serve` servers of "
+                             "this machine, or stop one (`cellship servers stop PID|PORT`)")
+    servers.add_argument("action", nargs="?", choices=("list", "stop"), default="list",
+                         help="list (default) or stop")
+    servers.add_argument("server", metavar="PID|PORT", nargs="?",
+                         help="with stop: the server's pid, or its REST or gRPC port")
+    servers.add_argument("--json", action="store_true", help="machine-readable output")
+
     serve = sub.add_parser("serve", help="serve models over TensorFlow Serving's REST and gRPC "
                            "APIs and the Open Inference Protocol (KServe v2, Triton)")
     serve.add_argument("models", metavar="MODEL", nargs="+",
@@ -203,6 +211,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_servers(args: argparse.Namespace) -> int:
+    """``cellship servers [--json]`` and ``cellship servers stop PID|PORT``."""
+    from cellship.serve import registry
+
+    if args.action == "stop":
+        if not args.server:
+            raise UsageError("Say which server to stop: `cellship servers stop PID|PORT` "
+                             "(`cellship servers` lists them).")
+        stopped = registry.stop(args.server)
+        if args.json:
+            print(json.dumps(stopped.to_dict(), indent=2))
+        else:
+            print(f"cellship: stopped cellship serve (pid {stopped.pid}) at {stopped.url}, "
+                  f"serving {', '.join(stopped.models)}")
+        return 0
+    if args.server:
+        raise UsageError(f"{args.server!r}: only `cellship servers stop` takes a server.")
+    servers = registry.running()
+    if args.json:
+        print(json.dumps([s.to_dict() for s in servers], indent=2))
+    else:
+        print(registry.table(servers))
+    return 0
+
+
 def _batching(args: argparse.Namespace) -> Any:
     """The batching knobs: TF Serving's file when given, else the --max-batch-size group;
     ``--enable_batching=false`` makes every request its own model call."""
@@ -230,4 +263,5 @@ def _batching(args: argparse.Namespace) -> Any:
                           max_queue_rows=args.max_queue, batch_threads=args.batch_threads)
 
 
-SERVING_COMMANDS = {"export": cmd_export, "models": cmd_models, "serve": cmd_serve}
+SERVING_COMMANDS = {"export": cmd_export, "models": cmd_models, "serve": cmd_serve,
+                    "servers": cmd_servers}

@@ -31,7 +31,7 @@ from cellship.kube import client as kube_client
 from cellship.kube.api import KubeAPI
 from cellship.kube.errors import KubernetesConflict, KubernetesForbidden, KubernetesNotFound
 from cellship.kube.kinds import INFERENCE_SERVICE
-from cellship.kube.meta import MANAGED_SELECTOR
+from cellship.kube.meta import MANAGED_SELECTOR, USER_LABEL
 from cellship.kube.names import check_namespace
 from cellship.kube.waiting import wait_gone
 
@@ -116,6 +116,7 @@ class DeploymentInfo(_Served):
     desired: int
     ready: int
     created: str
+    user: str | None = None  # its ``cellship.io/user`` label: who deployed it
 
     @property
     def url(self) -> str:
@@ -433,7 +434,8 @@ def _info(kind: str, obj: Mapping[str, Any], ready: int, desired: int) -> Deploy
                           kind=kind, image=image,
                           model_name=notes.get(mf.ANNOTATION_MODEL, ""),
                           port=int(port) if port.isdigit() else PORT, desired=desired,
-                          ready=ready, created=str(meta.get("creationTimestamp") or ""))
+                          ready=ready, created=str(meta.get("creationTimestamp") or ""),
+                          user=(meta.get("labels") or {}).get(USER_LABEL))
 
 
 def table(items: Sequence[DeploymentInfo]) -> str:

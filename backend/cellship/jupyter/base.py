@@ -33,16 +33,25 @@ from cellship.train.backends import get_backend
 
 API_VERSION = 1
 SQLITE_MAX_INT = 2**63 - 1  # the largest integer SQLite stores or compares
-CAPABILITIES = ("jobs", "logs", "metrics", "tensorboard", "batches", "models")
+CAPABILITIES = ("jobs", "logs", "metrics", "tensorboard", "batches", "models", "servers",
+                "deployments", "cluster_jobs")
 
 T = TypeVar("T")
 
 
 def status_of(err: CellshipError) -> int:
-    """The HTTP status a cellship error maps to: not found 404, bad input 400, anything
+    """The HTTP status a cellship error maps to: not found 404 (a job, model, server,
+    deployment or Kubernetes object), Kubernetes' Forbidden 403, bad input 400, anything
     else (cancelling a finished job, deleting a running one, a backend refusing) 409."""
-    if isinstance(err, (JobNotFound, ModelNotFound)):
+    from cellship.deployment.errors import DeploymentNotFound
+    from cellship.kube.errors import KubernetesForbidden, KubernetesNotFound
+    from cellship.serve.registry import ServerNotFound
+
+    if isinstance(err, (JobNotFound, ModelNotFound, DeploymentNotFound, KubernetesNotFound,
+                        ServerNotFound)):
         return 404
+    if isinstance(err, KubernetesForbidden):
+        return 403  # RBAC's refusal, with the verb, resource and namespace in the sentence
     if isinstance(err, UsageError):
         return 400
     return 409

@@ -3,6 +3,7 @@ files (its logs stream from :mod:`.logs`)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import tornado.web
@@ -38,6 +39,16 @@ def _list_jobs(status: str | None, name: str | None, backend_name: str | None,
                             limit=limit, offset=offset, user=user)
 
 
+def _cluster_part(status: str | None) -> str:
+    """``?cluster=1``: the cluster's jobs this store does not have, and why none were
+    listed when the cluster was not asked or did not answer (a few seconds at most)."""
+    from cellship.train.api import cluster_only_jobs
+
+    found, reason = cluster_only_jobs(store(), status=status)
+    return (f', "cluster_jobs": {json.dumps([j.to_dict() for j in found], allow_nan=False)}'
+            f', "cluster_reason": {json.dumps(reason)}')
+
+
 def prewarm(log: Any) -> None:
     """Serialize the finished jobs once at server start (a worker thread), so the panel's
     first list request does not pay for the whole store (~50 ms of work per 1,000 jobs,
@@ -60,6 +71,8 @@ class JobsHandler(CellshipHandler):
         offset = self.int_argument("offset", 0) or 0
         text = await self.call(_list_jobs, status, self.get_query_argument("name", None) or None,
                                self.get_query_argument("backend", None) or None, limit, offset)
+        if self.bool_argument("cluster", False):
+            text = text[:-1] + await self.call(_cluster_part, status) + "}"
         self.set_header("Content-Type", "application/json")
         self.finish(text)
 

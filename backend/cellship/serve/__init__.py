@@ -14,7 +14,7 @@ from cellship.serve.errors import RequestError
 
 DEFAULT_PORT = 8501  # TensorFlow Serving's REST port: existing clients' default URLs work
 
-__all__ = ["RequestError", "DEFAULT_PORT", "start_server", "ServerProcess"]
+__all__ = ["RequestError", "DEFAULT_PORT", "start_server", "ServerProcess", "running", "stop"]
 
 
 def __getattr__(name: str) -> Any:
@@ -22,4 +22,8 @@ def __getattr__(name: str) -> Any:
         from cellship.serve import process
 
         return getattr(process, name)
+    if name in ("running", "stop"):  # the registry of running ``cellship serve`` processes
+        from cellship.serve import registry
+
+        return getattr(registry, name)
     raise AttributeError(f"module 'cellship.serve' has no attribute {name!r}")

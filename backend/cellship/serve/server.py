@@ -25,6 +25,7 @@ same batchers, the same time limit, the same drain gate.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import socket
 import sys
@@ -396,13 +397,19 @@ def serve_forever(models: Mapping[str, str | Path], config: ServingConfig,
     """Serve until SIGINT or SIGTERM, then stop gracefully (``cellship serve``)."""
     import signal
 
-    from cellship.serve import signatures  # import TensorFlow on the main thread, before binding
+    from cellship.serve import registry, signatures  # import TensorFlow on the main thread, before binding
 
     signatures.configure_threads(config.intra_op_threads, config.inter_op_threads)
 
     async def main() -> None:
         server = ModelServer(models, config)
         await server.start()
+        assert server.port is not None
+        try:  # for `cellship servers` and the panel; a pod's read-only home has none
+            registry.record(host=config.host, port=server.port, grpc_port=server.grpc_port,
+                            url=server.url, models=models)
+        except OSError as err:
+            server._log(f"not listed in the registry of running servers ({err})")
         announce(server)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -411,6 +418,7 @@ def serve_forever(models: Mapping[str, str | Path], config: ServingConfig,
         try:
             await stop.wait()
         finally:
+            registry.forget(os.getpid())  # draining: no longer one to send work to
             server._log("stopping: answering the requests in flight, then exiting")
             await server.drain_and_stop()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
 from cellship.durations import parse_duration
 from cellship.errors import CellshipError, JobFailed, UsageError
 from cellship.inside.relay import decode_event
-from cellship.plugins import default_backend
+from cellship.plugins import BACKEND_ENV, default_backend
 from cellship.store import JobRecord, Store
 from cellship.train.backend import Backend
 from cellship.train.backends import get_backend
@@ -260,6 +261,140 @@ def jobs(status: str | None = None, limit: int | None = None, store: Store | Non
     store = _store(store)
     return [Job(r, get_backend(r.backend, store))
             for r in store.list_jobs(status=status, limit=limit, backend=backend)]
+
+
+CLUSTER_TIMEOUT_SECONDS = 3.0  # %jobs and the panel never wait longer for the cluster
+
+
+@dataclass(frozen=True)
+class ClusterJob:
+    """A job found in the cluster by its labels that this machine's store does not have
+    (submitted from another kernel, machine or colleague): no local job dir, no logs
+    here; ``origin`` is always ``"cluster"``."""
+
+    id: str
+    name: str
+    namespace: str | None
+    status: str | None
+    pods: Mapping[str, str]  # replica -> pod phase
+    created: float | None
+    user: str | None
+    origin: str = "cluster"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "namespace": self.namespace,
+                "status": self.status, "pods": dict(self.pods), "created": _iso(self.created),
+                "user": self.user, "origin": self.origin, "backend": "kubernetes"}
+
+
+@dataclass(frozen=True)
+class JobListing:
+    """What ``%jobs`` shows: this store's jobs, the cluster's jobs it does not have, and
+    ``note``, one line saying why the cluster was not (fully) asked (None when it was, or
+    when no cluster is configured and none was asked for)."""
+
+    jobs: list[Job]
+    cluster: list[ClusterJob]
+    note: str | None = None
+
+
+def cluster_configured() -> bool:
+    """Whether this session points at a cluster: ``$CELLSHIP_BACKEND=kubernetes``, a
+    kubeconfig (``$KUBECONFIG`` or ``~/.kube/config``), or a pod's ServiceAccount."""
+    import os
+
+    from cellship.kube.client import in_cluster, kubeconfig_path
+
+    path = kubeconfig_path()
+    return (os.environ.get(BACKEND_ENV) == "kubernetes" or os.path.exists(path)
+            or in_cluster(None, path))
+
+
+def cluster_only_jobs(store: Store | None = None, status: str | None = None,
+                      timeout: float = CLUSTER_TIMEOUT_SECONDS) -> tuple[list[ClusterJob], str | None]:
+    """The cellship jobs of the current context and namespace (or those the ``CELLSHIP_K8S_*``
+    defaults name, as for ``cellship jobs --backend kubernetes``) that the store
+    does not have, newest first, and None; or no jobs and one line saying why (no
+    kubeconfig, the cluster refused or did not answer within ``timeout`` seconds)."""
+    import os
+    import threading
+
+    from cellship.kube.flags import ENV_DEFAULTS
+    from cellship.train.kubernetes.backend import KubernetesBackend
+    from cellship.train.kubernetes.listing import cluster_jobs
+
+    store = _store(store)
+    outcome: dict[str, Any] = {}
+
+    def ask() -> None:
+        try:
+            outcome["rows"] = cluster_jobs(
+                KubernetesBackend(store), store=store,
+                namespace=os.environ.get(ENV_DEFAULTS["namespace"]) or None,
+                context=os.environ.get(ENV_DEFAULTS["context"]) or None)
+        except CellshipError as err:
+            outcome["error"] = err
+
+    # A daemon thread: an unreachable API server must cost ``timeout`` at most, and a
+    # call still hanging after it must not keep the kernel or the CLI from exiting.
+    thread = threading.Thread(target=ask, name="cellship-cluster-jobs", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        return [], f"cluster jobs not listed: the cluster did not answer within {timeout:g} s"
+    if "error" in outcome:
+        first = str(outcome["error"]).splitlines()[0] if str(outcome["error"]) else ""
+        return [], f"cluster jobs not listed: {first or type(outcome['error']).__name__}"
+    if "rows" not in outcome:  # an unexpected failure: the thread printed its traceback
+        return [], "cluster jobs not listed: listing them failed (see the traceback above)"
+    found = [ClusterJob(id=r["id"], name=r["name"], namespace=r.get("namespace"),
+                        status=r.get("status"), pods=dict(r.get("pods") or {}),
+                        created=r.get("created"), user=r.get("user"))
+             for r in outcome["rows"] if not r.get("known")]
+    return [j for j in found if status is None or j.status == status], None
+
+
+def job_listing(status: str | None = None, limit: int | None = None, store: Store | None = None,
+                include_cluster: bool | None = None,
+                timeout: float = CLUSTER_TIMEOUT_SECONDS) -> JobListing:
+    """``%jobs``: the store's jobs and, with ``include_cluster`` (None: when
+    :func:`cluster_configured`), the cluster-only ones (see :func:`cluster_only_jobs`)."""
+    store = _store(store)
+    local = jobs(status=status, limit=limit, store=store)
+    if include_cluster is None:
+        include_cluster = cluster_configured()
+    if not include_cluster:
+        return JobListing(local, [])
+    cluster, note = cluster_only_jobs(store, status=status, timeout=timeout)
+    return JobListing(local, cluster[:limit] if limit is not None else cluster, note)
+
+
+def cluster_jobs_table(cluster: Sequence[ClusterJob]) -> str:
+    """The cluster-only jobs under ``%jobs``'s table."""
+    if not cluster:
+        return ""
+    from cellship.train.kubernetes.listing import pods_summary
+
+    rows = [("ID", "NAME", "NAMESPACE", "USER", "STATUS", "PODS", "CREATED")]
+    for job in cluster:
+        created = "-" if job.created is None else time.strftime(
+            "%Y-%m-%d %H:%M:%S", time.localtime(job.created))
+        rows.append((job.id, job.name, job.namespace or "-", job.user or "-", job.status or "-",
+                     pods_summary(job.pods), created))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    return ("in the cluster only (submitted from another kernel or machine; no local job "
+            "dir):\n" + "\n".join(lines))
+
+
+def listing_text(listing: JobListing) -> str:
+    """``%jobs``'s text: the store's table, the cluster-only table, the note."""
+    parts = [jobs_table(listing.jobs)] if listing.jobs or not listing.cluster else []
+    if listing.cluster:
+        parts.append(cluster_jobs_table(listing.cluster))
+    if listing.note:
+        parts.append(f"({listing.note})")
+    return "\n".join(parts)
 
 
 def make_spec(*, workers: int = 1, ps: int = 0, gpus: int = 0, name: str | None = None,
