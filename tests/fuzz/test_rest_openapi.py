@@ -44,8 +44,15 @@ CHECKS = [schemathesis.checks.not_a_server_error,
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    with running_lab(tmp_path_factory.mktemp("fuzz-root")) as server:
-        yield server
+    root = tmp_path_factory.mktemp("fuzz-root")
+    # The fuzzer sends DELETE /deployments/{random name}: whatever cluster the machine's
+    # kubeconfig or a pod's ServiceAccount names must be out of its reach.
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("KUBECONFIG", str(root / "no-kubeconfig"))
+        env.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+        env.delenv("CELLSHIP_BACKEND", raising=False)
+        with running_lab(root) as server:
+            yield server
 
 
 @pytest.fixture(scope="module")
