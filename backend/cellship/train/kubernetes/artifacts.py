@@ -26,6 +26,7 @@ from cellship.kube.options import KubernetesOptions
 from cellship.store import JobRecord
 from cellship.train.kubernetes import manifests
 from cellship.train.kubernetes.manifests import JobIdentity
+from cellship.train.kubernetes.pods import container_status
 from cellship.train.spec import JobSpec
 
 STATE_FILE = "fetch.json"
@@ -51,13 +52,6 @@ def logdir_root(options: KubernetesOptions, record: JobRecord) -> Root:
 
 def chief_pod_name(identity: JobIdentity, spec: JobSpec) -> str:
     return identity.pod(manifests.chief(spec))
-
-
-def container_status(pod: Mapping[str, Any], name: str) -> Mapping[str, Any]:
-    for status in (pod.get("status") or {}).get("containerStatuses") or ():
-        if status.get("name") == name:
-            return status
-    return {}
 
 
 def unreadable(pod: Mapping[str, Any] | None, name: str) -> str | None:

@@ -15,15 +15,17 @@ effective ones are written to ``<job_dir>/kubernetes.json`` at launch so later p
 
 ``discover`` lists jobs by their labels rather than the store, so jobs submitted from
 another kernel or machine show up too (``cellship jobs --backend kubernetes``).
+
+What the pods say (phases, run times, replica keys) is read by :mod:`.pods`; when the
+chief's files come home and the live TensorBoard mirror are :mod:`.files`' (``wait``,
+``fetch``, ``mirror`` and ``cancel`` delegate there).
 """
 
 from __future__ import annotations
 
-import datetime
 import json
 import queue
 import shutil
-import sys
 import threading
 import time
 from pathlib import Path
@@ -31,26 +33,29 @@ from typing import Any, Callable, Iterator, Mapping, TextIO
 
 from cellship.errors import BackendError, CellshipError
 from cellship.fetch import mirror
-from cellship.fetch.progress import Progress
-from cellship.fetch.pull import Outcome, Puller, Root, describe
+from cellship.fetch.pull import Outcome
 from cellship.kube import client as kube_client
 from cellship.kube.api import KubeAPI
-from cellship.kube.diagnose import Diagnosis, diagnose, resource_free, shortfall
-from cellship.kube.errors import (
-    KubernetesConflict,
-    KubernetesError,
-    KubernetesForbidden,
-    KubernetesNotFound,
-)
+from cellship.kube.diagnose import Diagnosis, diagnose
+from cellship.kube.errors import KubernetesError, KubernetesForbidden, KubernetesNotFound
 from cellship.kube.meta import MANAGED_SELECTOR, USER_LABEL, current_user
 from cellship.kube.options import KubernetesOptions
-from cellship.kube.podspec import CONTAINER, GPU_RESOURCE
+from cellship.kube.podspec import CONTAINER
 from cellship.kube.waiting import wait_changed, wait_gone
 from cellship.store import JobRecord, Store
 from cellship.train.backend import PROGRAM_FILE, Backend
-from cellship.train.kubernetes import artifacts, manifests
-from cellship.train.kubernetes.artifacts import container_status
+from cellship.train.kubernetes import artifacts, files, manifests
 from cellship.train.kubernetes.manifests import JobIdentity
+from cellship.train.kubernetes.pods import (
+    container_status,
+    pods_status,
+    program_phase,
+    replica_key,
+    run_times,
+    tfjob_pods,
+    with_gpu_shortfall,
+    with_phase,
+)
 from cellship.train.spec import JobSpec, Replica
 from cellship.watch.logstream import LogLine, collapse, is_tf_noise
 
@@ -173,7 +178,7 @@ class KubernetesBackend(Backend):
                  p["metadata"].get("labels", {}).get(manifests.LABEL_REPLICA_INDEX)): p
                 for p in client.list("Pod", identity.namespace, manifests.selector(identity))}
         if state["launcher"] == "tfjob":
-            pods = _tfjob_pods(pods)
+            pods = tfjob_pods(pods)
         now = time.time()
         problems: list[Diagnosis] = []
         phases: dict[Replica, str] = {}
@@ -184,7 +189,7 @@ class KubernetesBackend(Backend):
                 continue
             phase = program_phase(pod)
             phases[replica] = phase
-            pod = _with_phase(pod, phase)
+            pod = with_phase(pod, phase)
             cs = container_status(pod, CONTAINER)
             terminated = (cs.get("state") or {}).get("terminated") or {}
             found = diagnose(pod, _safe_events(client, identity.namespace, pod), spec.max_restarts)
@@ -200,7 +205,7 @@ class KubernetesBackend(Backend):
                                       diagnosis=found.message if found is not None else None)
             if found is not None:
                 problems.append(found)
-        problems = _with_gpu_shortfall(client, spec, list(pods.values()), problems)
+        problems = with_gpu_shortfall(client, spec, list(pods.values()), problems)
         return self._judge(record, spec, identity, client, phases, problems, now)
 
     def _judge(self, record: JobRecord, spec: JobSpec, identity: JobIdentity, client: KubeAPI,
@@ -242,7 +247,7 @@ class KubernetesBackend(Backend):
         :meth:`fetch`). The job's times are its containers' own, so the duration is the
         real run time, not the time between two looks."""
         pods = client.list("Pod", identity.namespace, manifests.selector(identity))
-        began, finished = _run_times(pods)
+        began, finished = run_times(pods)
         if record.status == "pending":
             self.store.transition(record.id, "running", started=began or time.time())
         if began is not None:
@@ -257,7 +262,7 @@ class KubernetesBackend(Backend):
             if program_phase(pod) not in ("Pending", "Running", "Unknown"):
                 continue
             if name == chief_pod and pod.get("status", {}).get("phase") == "Running":
-                self._bound(client, pod, state)
+                files.bound_chief(client, pod, state)
                 continue
             try:
                 client.delete("Pod", identity.namespace, name, propagation="Background")
@@ -269,27 +274,11 @@ class KubernetesBackend(Backend):
         """As every backend's, then (once per job) the chief's files come home."""
         record = super().wait(job, timeout=timeout, poll=poll)
         if record.done:
-            self._fetch_once(record)
+            files.fetch_once(self.store, record, lambda: self._files(record))
         return record
 
     def _files(self, record: JobRecord) -> artifacts.JobFiles | None:
-        state = self._state(record)
-        if state is None or not artifacts.fetchable(state):
-            return None
-        options = KubernetesOptions.from_dict(state["options"])
-        return artifacts.JobFiles(self._client(options), state, record)
-
-    def _fetch_once(self, record: JobRecord) -> None:
-        """The automatic fetch at a job's end; a failure is one sentence, not an error
-        (the job's own outcome stands), and ``cellship fetch`` tries again."""
-        if artifacts.last_outcome(record) is not None or self._files(record) is None:
-            return
-        try:
-            self.fetch(record)
-        except CellshipError as err:
-            self.store.add_event(record.id, "fetch", str(err))
-            sys.stderr.write(f"cellship: warning: {err}\n")
-            sys.stderr.flush()
+        return files.job_files(self._client, self._state(record), record)
 
     def fetch(self, job: JobRecord, stream: TextIO | None = None,
               release: bool | None = None) -> Outcome:
@@ -299,71 +288,13 @@ class KubernetesBackend(Backend):
         chief, if its program still runs, is stopped (it would wait for its peers
         forever). ``release`` False keeps the pod (cancel deletes it itself)."""
         record = self.store.get_job(job.id)
-        files = self._files(record)
-        if files is None:
-            raise BackendError(f"Job {record.name} ({record.id}) has no files to fetch from the "
-                               "cluster: it ran with --launcher tfjob, or before cellship kept "
-                               "them; its files stay where the pods wrote them.")
-        progress = Progress(f"fetching the files of job {record.name}", stream)
-        outcome = files.fetch(progress)
-        gone = f"; not in the pod: {', '.join(outcome.missing)}" if outcome.missing else ""
-        progress.finish(f"fetched {describe(outcome)} into {record.job_dir}{gone}")
-        if release is None:
-            release = record.done
-        if release:
-            files.release()
-            if record.status != "succeeded":
-                self._stop_chief(files)
-        return outcome
-
-    def _bound(self, client: KubeAPI, pod: dict[str, Any], state: dict[str, Any]) -> None:
-        """A chief still running its program when the job failed (its peers are gone)
-        stays for the fetch, but only ``fetch_linger`` seconds more: the kubelet stops it
-        then (activeDeadlineSeconds may be set on a running pod), fetched or not."""
-        linger = KubernetesOptions.from_dict(state["options"]).fetch_linger
-        begun = _timestamp(pod.get("status", {}).get("startTime")) or time.time()
-        deadline = max(1, int(time.time() - begun + linger))
-        try:
-            current = client.get("Pod", pod["metadata"]["namespace"], pod["metadata"]["name"])
-            spec = current.get("spec") or {}
-            if spec.get("activeDeadlineSeconds") is None or spec["activeDeadlineSeconds"] > deadline:
-                spec["activeDeadlineSeconds"] = deadline
-                client.replace(current)
-        except (KubernetesConflict, KubernetesNotFound):
-            pass  # another process bounded it meanwhile, or it is gone already
-        except KubernetesError:
-            try:  # cannot bound it: stop it, as cellship did before it kept files
-                client.delete("Pod", pod["metadata"]["namespace"], pod["metadata"]["name"],
-                              propagation="Background")
-            except KubernetesNotFound:
-                pass
-
-    def _stop_chief(self, files: artifacts.JobFiles) -> None:
-        try:
-            pod = files.client.get("Pod", files.identity.namespace, files.pod)
-        except KubernetesNotFound:
-            return
-        if program_phase(pod) in ("Pending", "Running", "Unknown"):
-            try:
-                files.client.delete("Pod", files.identity.namespace, files.pod,
-                                    propagation="Background")
-            except KubernetesNotFound:
-                pass
+        return files.fetch(record, self._files(record), stream, release)
 
     def mirror(self, job: JobRecord, interval: float = mirror.INTERVAL_SECONDS) -> mirror.Mirror | None:
         """Keep the job's local logdir fresh while it runs (new event-file bytes every
         ``interval`` seconds), for TensorBoard; None for jobs without a keeper."""
         record = self.store.get_job(job.id)
-        files = self._files(record)
-        if files is None or record.done:
-            return None
-        root = artifacts.logdir_root(files.options, record)
-
-        def make_puller() -> tuple[Puller, Root] | None:
-            return files.puller(attempts=1), root
-
-        return mirror.start(record.id, lambda: mirror.Mirror(
-            make_puller, lambda: self.refresh(record).done, interval))
+        return files.mirror(record, self._files(record), lambda: self.refresh(record).done, interval)
 
     # -- logs ------------------------------------------------------------------------------
     def logs(self, job: JobRecord, follow: bool = False, tf_noise: bool = False,
@@ -498,10 +429,10 @@ class KubernetesBackend(Backend):
             labels = pod["metadata"].get("labels") or {}
             owner = found.get((pod["metadata"]["namespace"], labels.get(manifests.LABEL_JOB_ID, "")))
             if owner is not None:
-                owner["pods"][_replica_key(pod)] = program_phase(pod)  # not the keeper's
+                owner["pods"][replica_key(pod)] = program_phase(pod)  # not the keeper's
         for entry in found.values():
             entry["pods"] = dict(sorted(entry["pods"].items()))
-            entry["status"] = entry["status"] or _pods_status(entry["pods"].values())
+            entry["status"] = entry["status"] or pods_status(entry["pods"].values())
         return sorted(found.values(), key=lambda e: e["created"] or "", reverse=True)
 
     # -- cancel / delete -------------------------------------------------------------------
@@ -514,8 +445,7 @@ class KubernetesBackend(Backend):
             try:
                 self.fetch(record, release=False)
             except CellshipError as err:
-                self.store.add_event(record.id, "fetch", str(err))
-                sys.stderr.write(f"cellship: warning: {err}\n")
+                files.warn(self.store, record, err)
         if state is not None:
             self._delete_objects(state, wait=True)
         if not record.done:
@@ -574,92 +504,6 @@ def _finished(spec: JobSpec, phases: dict[Replica, str]) -> bool:
     return bool(phases) and all(p == "Succeeded" for p in phases.values())
 
 
-def _tfjob_pods(pods: dict[tuple[Any, Any], Any]) -> dict[tuple[Any, Any], Any]:
-    """The TFJob operator labels pods ``training.kubeflow.org/replica-type/-index``
-    (lower case) and copies our template labels; key them like our own pods."""
-    out = {}
-    for pod in pods.values():
-        labels = pod["metadata"].get("labels", {})
-        rtype = labels.get("training.kubeflow.org/replica-type") or labels.get(manifests.LABEL_REPLICA_TYPE)
-        index = labels.get("training.kubeflow.org/replica-index")
-        out[(str(rtype).lower(), index)] = pod
-    return out
-
-
-def program_phase(pod: Mapping[str, Any]) -> str:
-    """The pod's phase as far as the program goes: a chief pod whose program has ended
-    stays Running while its keeper waits for the fetch, so its program's container
-    decides (exit 0: Succeeded; a failure it will not restart from: Failed)."""
-    status = pod.get("status") or {}
-    phase = status.get("phase", "Pending")
-    if phase != "Running":
-        return phase
-    terminated = (container_status(pod, CONTAINER).get("state") or {}).get("terminated")
-    if not terminated:
-        return phase
-    if terminated.get("exitCode") == 0:
-        return "Succeeded"
-    if (pod.get("spec") or {}).get("restartPolicy") == "Never":
-        return "Failed"
-    return phase
-
-
-def _with_phase(pod: dict[str, Any], phase: str) -> dict[str, Any]:
-    status = pod.get("status") or {}
-    if status.get("phase", "Pending") == phase:
-        return pod
-    return pod | {"status": status | {"phase": phase}}
-
-
-def _timestamp(text: str | None) -> float | None:
-    if not text:
-        return None
-    try:
-        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
-def _run_times(pods: list[dict[str, Any]]) -> tuple[float | None, float | None]:
-    """(first start, last end) of the programs' containers, from the kubelet's clock."""
-    starts: list[float] = []
-    ends: list[float] = []
-    for pod in pods:
-        state = container_status(pod, CONTAINER).get("state") or {}
-        for key in ("running", "terminated"):
-            begun = _timestamp((state.get(key) or {}).get("startedAt"))
-            if begun is not None:
-                starts.append(begun)
-        ended = _timestamp((state.get("terminated") or {}).get("finishedAt"))
-        if ended is not None:
-            ends.append(ended)
-    return (min(starts) if starts else None), (max(ends) if ends else None)
-
-
-def _with_gpu_shortfall(client: KubeAPI, spec: JobSpec, pods: list[dict[str, Any]],
-                        problems: list[Diagnosis]) -> list[Diagnosis]:
-    """A pod that waits for GPUs says only "Insufficient nvidia.com/gpu"; the job's whole
-    need against what the cluster has free says more ("needs 3, 2 free"). Counting what is
-    free reads the nodes and every namespace's pods: a user who may not gets the pod's
-    own diagnosis only."""
-    if not spec.gpus or not any(p.reason == "Unschedulable" and GPU_RESOURCE in p.message
-                                for p in problems):
-        return problems
-    needed = spec.gpus * sum(1 for r in spec.replicas() if r.type != "ps")
-    try:
-        nodes = client.list("Node", None)
-        everyone = client.list("Pod", None)
-    except KubernetesError:
-        return problems
-    own = [(p["metadata"].get("namespace"), p["metadata"]["name"]) for p in pods]
-    free, total = resource_free(GPU_RESOURCE, nodes, everyone, own)
-    if free >= needed:
-        return problems
-    # First the job's sum, then the pods' own words (the scheduler's event text).
-    return [Diagnosis("Unschedulable", shortfall(GPU_RESOURCE, needed, free, total),
-                      fatal=False), *problems]
-
-
 def _safe_events(client: KubeAPI, namespace: str, pod: dict[str, Any]) -> list[dict[str, Any]]:
     """Events explain a stuck pod; a user who may not list events still gets a diagnosis
     from the pod status alone."""
@@ -691,30 +535,3 @@ def _tfjob_condition(tfjob: dict[str, Any]) -> str | None:
         return None
     return {"Created": "pending", "Running": "running", "Restarting": "running",
             "Succeeded": "succeeded", "Failed": "failed"}.get(conditions[-1].get("type"))
-
-
-def _replica_key(pod: dict[str, Any]) -> str:
-    """``worker-1``: from our labels, or the TFJob operator's, else the pod's name."""
-    labels = pod["metadata"].get("labels") or {}
-    rtype = labels.get(manifests.LABEL_REPLICA_TYPE) or labels.get(
-        "training.kubeflow.org/replica-type")
-    index = labels.get(manifests.LABEL_REPLICA_INDEX) or labels.get(
-        "training.kubeflow.org/replica-index")
-    if rtype is None or index is None:
-        return pod["metadata"]["name"]
-    return f"{str(rtype).lower()}-{index}"
-
-
-def _pods_status(phases: Any) -> str:
-    """A job's status summed up from its pods' phases (cellship ends a job by stopping
-    the pods still running, so what is left tells how it ended)."""
-    phases = list(phases)
-    if not phases:
-        return "unknown"
-    if "Failed" in phases:
-        return "failed"
-    if "Running" in phases:
-        return "running"
-    if all(p == "Succeeded" for p in phases):
-        return "succeeded"
-    return "pending"

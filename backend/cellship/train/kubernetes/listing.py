@@ -18,22 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from cellship.kube.errors import KubernetesError
+from cellship.train.kubernetes.pods import parse_time
 
 if TYPE_CHECKING:
     from cellship.store import JobRecord, Store
     from cellship.train.kubernetes.backend import KubernetesBackend
 
 CLUSTER_MARK = "(cluster)"
-
-
-def parse_time(text: str | None) -> float | None:
-    """An RFC 3339 time of the API (``2026-11-25T15:00:00Z``) -> seconds since the epoch."""
-    if not text:
-        return None
-    try:
-        return _dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 def _launch_state(record: "JobRecord") -> dict[str, Any]:
