@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import faulthandler
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import psutil
 import pytest
@@ -53,6 +55,26 @@ def wait_until_gone(job_id: str, within: float) -> float:
         if time.monotonic() - start > within:
             pytest.fail(f"job {job_id} left processes behind: {left}")
         time.sleep(0.1)
+
+
+# A process that passes for a `cellship serve` (its argv reads `... -m cellship.cli serve
+# digits`) and exits on SIGTERM as a drain would: for the server registry's tests.
+STAND_IN = ("import signal, sys, time\n"
+            "signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\n"
+            "print('up', flush=True)\n"
+            "time.sleep(60)\n")
+
+
+@pytest.fixture
+def stand_in() -> Iterator[subprocess.Popen]:
+    process = subprocess.Popen([sys.executable, "-c", STAND_IN, "-m", "cellship.cli", "serve",
+                                "digits"], stdout=subprocess.PIPE)
+    assert process.stdout is not None and process.stdout.readline() == b"up\n"
+    yield process
+    if process.poll() is None:
+        process.kill()
+    process.wait()
+    process.stdout.close()
 
 
 # What outlives the session. A child left running (a test that failed before its cleanup) is

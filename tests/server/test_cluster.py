@@ -7,18 +7,15 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from cellship.kube import flags, kinds
 from tests.unit.kube.test_flags import foreign_job
 from tests.unit.kube_fake import FakeKube, serve
-from tests.unit.serve.test_registry import STAND_IN, _enter
+from tests.unit.serve.test_registry import _enter
 
 
 @pytest.fixture(autouse=True)
@@ -61,19 +58,6 @@ async def test_servers_lists_a_running_cellship_serve_which_leaves_on_sigterm(
         assert entries == [] and server.running()  # gone while still draining
         assert server.process.wait(timeout=30) == 0
     assert (await call("GET", "servers")).json()["count"] == 0
-
-
-@pytest.fixture
-def stand_in() -> Iterator[subprocess.Popen]:
-    """A process whose command line reads ``cellship serve`` and that exits on SIGTERM."""
-    process = subprocess.Popen([sys.executable, "-c", STAND_IN, "-m", "cellship.cli", "serve",
-                                "digits"], stdout=subprocess.PIPE)
-    assert process.stdout is not None and process.stdout.readline() == b"up\n"
-    yield process
-    if process.poll() is None:
-        process.kill()
-    process.wait()
-    process.stdout.close()
 
 
 async def test_servers_stop(call, stand_in) -> None:

@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from cellship.kube import flags
 from tests.unit.kube.test_flags import foreign_job
 from tests.unit.kube_fake import FakeKube, serve
-
-
-@pytest.fixture(scope="module")
-def shell() -> Any:
-    from IPython.core.interactiveshell import InteractiveShell
-
-    ipython = InteractiveShell.instance()
-    ipython.run_line_magic("load_ext", "cellship")
-    return ipython
 
 
 @pytest.fixture(autouse=True)

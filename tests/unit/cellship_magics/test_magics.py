@@ -16,15 +16,6 @@ from cellship.runs.executors import get_executor
 from cellship.train import api
 
 
-@pytest.fixture(scope="module")
-def shell() -> Any:
-    from IPython.core.interactiveshell import InteractiveShell
-
-    ipython = InteractiveShell.instance()
-    ipython.run_line_magic("load_ext", "cellship")
-    return ipython
-
-
 @pytest.fixture(autouse=True)
 def no_k8s_env(monkeypatch):
     for var in ("CELLSHIP_K8S_IMAGE", "CELLSHIP_K8S_NAMESPACE", "CELLSHIP_K8S_CONTEXT"):

@@ -4,34 +4,13 @@ line is a ``cellship serve`` one (the real server is started in tests/server/tes
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
-from typing import Iterator
 
 import pytest
 
 from cellship.cli.main import main
 from cellship.serve import registry
 from cellship.watch.tensorboard.registry import registry as locked
-
-# Exits on SIGTERM as a drain would; its argv reads `... -m cellship.cli serve digits`.
-STAND_IN = ("import signal, sys, time\n"
-            "signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\n"
-            "print('up', flush=True)\n"
-            "time.sleep(60)\n")
-
-
-@pytest.fixture
-def stand_in() -> Iterator[subprocess.Popen]:
-    process = subprocess.Popen([sys.executable, "-c", STAND_IN, "-m", "cellship.cli", "serve",
-                                "digits"], stdout=subprocess.PIPE)
-    assert process.stdout is not None and process.stdout.readline() == b"up\n"
-    yield process
-    if process.poll() is None:
-        process.kill()
-    process.wait()
-    process.stdout.close()
 
 
 def _enter(pid: int, port: int = 18501, grpc: int | None = 18500) -> None:
