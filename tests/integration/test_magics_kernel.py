@@ -321,7 +321,8 @@ def test_train_cell_shows_the_job_view_with_progress_curves_and_merged_logs(
     view_id = displays[0]["data"][WIDGET_MIME]["model_id"]
     widget = next(o for o in opens if o["comm_id"] == view_id)
     assert widget["data"]["state"]["job_id"] == cellship.jobs()[0].id
-    assert widget["data"]["state"]["_esm"].startswith("// cellship's live job view")
+    esm = widget["data"]["state"]["_esm"]  # the shared DOM helpers, then the view's module
+    assert esm.startswith("// DOM helpers shared") and "// cellship's live job view" in esm
     # progress bars: each worker's steps of each epoch, from the callback's events
     deltas = [c for c in customs if c["type"] == "delta"]
     steps = {(replica, p["epoch"], p["step"]) for c in deltas
