@@ -338,7 +338,6 @@ class JobViewModel:
         with self.lock:
             entry, _ = self.logs.add(line)
             self._pending_logs[entry.id] = entry
-            self._pending_logs.move_to_end(entry.id)
 
     def add_point(self, point: ScalarPoint) -> None:
         self._add_points([point], "relay")
@@ -406,7 +405,11 @@ class JobViewModel:
         with self.lock:
             delta: dict[str, Any] = {}
             if self._pending_logs:
-                delta["logs"] = [e.to_dict() for e in self._pending_logs.values()]
+                # in the order the entries were made (ids rise with arrival): the browser
+                # appends an id it has not seen, so an entry merged again later in the
+                # same delta (another replica's copy) must not move behind newer ones
+                delta["logs"] = [e.to_dict() for e in sorted(self._pending_logs.values(),
+                                                             key=lambda e: e.id)]
                 self._pending_logs.clear()
             if self._pending_progress:
                 delta["progress"] = {r: self.progress[r].to_dict()

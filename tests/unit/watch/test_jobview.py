@@ -221,3 +221,19 @@ def test_merged_lines_list_replicas_in_their_natural_order() -> None:
     for replica in ("worker 10", "worker 2", "chief", "ps 0"):
         entry, _ = logs.add(LogLine(replica, "same"), now=1.0)
     assert entry.replicas == ["chief", "worker 2", "worker 10", "ps 0"]
+
+
+def test_a_delta_lists_entries_in_the_order_they_were_made() -> None:
+    """Re-attaching replays two workers' logs, one ahead of the other: worker 1's copies
+    merge into older entries within one delta. The browser appends ids it has not seen, so
+    the delta must keep the order the entries were made: "tick 1" before "tick 10"."""
+    model = JobViewModel(chief="worker 0")
+    model.add_line(LogLine("worker 0", "tick 0"))
+    model.add_line(LogLine("worker 1", "tick 0"))
+    for i in range(1, 12):
+        model.add_line(LogLine("worker 0", f"tick {i}"))
+    for i in range(1, 6):
+        model.add_line(LogLine("worker 1", f"tick {i}"))
+    delta = model.drain()
+    assert [e["text"] for e in delta["logs"]] == [f"tick {i}" for i in range(12)]
+    assert [e["replicas"] for e in delta["logs"]][:7] == [["worker 0", "worker 1"]] * 6 + [["worker 0"]]
