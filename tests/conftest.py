@@ -57,6 +57,19 @@ def wait_until_gone(job_id: str, within: float) -> float:
         time.sleep(0.1)
 
 
+def hide_clusters(env: pytest.MonkeyPatch, scratch: Path) -> None:
+    """Make this process (and what it starts) see no Kubernetes: no kubeconfig (one that
+    does not exist under ``scratch``), no pod ServiceAccount, no CELLSHIP_* cluster
+    defaults; so a test can never reach a cluster the machine happens to know."""
+    from cellship.kube import flags
+
+    for var in flags.ENV_DEFAULTS.values():
+        env.delenv(var, raising=False)
+    env.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    env.delenv("CELLSHIP_BACKEND", raising=False)
+    env.setenv("KUBECONFIG", str(scratch / "no-kubeconfig"))
+
+
 # A process that passes for a `cellship serve` (its argv reads `... -m cellship.cli serve
 # digits`) and exits on SIGTERM as a drain would: for the server registry's tests.
 STAND_IN = ("import signal, sys, time\n"

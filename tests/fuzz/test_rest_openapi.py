@@ -23,6 +23,7 @@ from schemathesis.generation.modes import GenerationMode
 
 from cellship.jupyter import OPENAPI
 from cellship.store import Store
+from tests.conftest import hide_clusters
 from tests.fuzz.budget import examples, exploring
 from tests.server.records import fake_job
 from tests.ui.lab import Lab, running_lab
@@ -48,9 +49,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     # The fuzzer sends DELETE /deployments/{random name}: whatever cluster the machine's
     # kubeconfig or a pod's ServiceAccount names must be out of its reach.
     with pytest.MonkeyPatch.context() as env:
-        env.setenv("KUBECONFIG", str(root / "no-kubeconfig"))
-        env.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-        env.delenv("CELLSHIP_BACKEND", raising=False)
+        hide_clusters(env, root)
         with running_lab(root) as server:
             yield server
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from cellship.kube import flags, kinds
+from cellship.kube import kinds
+from tests.conftest import hide_clusters
 from tests.unit.kube.test_flags import foreign_job
 from tests.unit.kube_fake import FakeKube, serve
 from tests.unit.serve.test_registry import _enter
@@ -20,11 +21,7 @@ from tests.unit.serve.test_registry import _enter
 
 @pytest.fixture(autouse=True)
 def no_cluster(monkeypatch, tmp_path):
-    for var in flags.ENV_DEFAULTS.values():
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    monkeypatch.delenv("CELLSHIP_BACKEND", raising=False)
-    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
+    hide_clusters(monkeypatch, tmp_path)
 
 
 @pytest.fixture

@@ -7,23 +7,19 @@ import time
 
 import pytest
 
-from cellship.kube import flags
 from cellship.store import Store
 from cellship.train import api
 from cellship.train.kubernetes import backend as kb
 from cellship.train.program import build_program
 from cellship.train.spec import JobSpec
+from tests.conftest import hide_clusters
 from tests.unit.kube.test_flags import foreign_job
 from tests.unit.kube_fake import FakeKube, serve
 
 
 @pytest.fixture(autouse=True)
 def no_cluster_env(monkeypatch, tmp_path):
-    for var in flags.ENV_DEFAULTS.values():
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.delenv("CELLSHIP_BACKEND", raising=False)
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
+    hide_clusters(monkeypatch, tmp_path)
 
 
 def test_cluster_only_jobs_are_added_and_marked(monkeypatch) -> None:
