@@ -20,7 +20,7 @@ LABEXT := $(VENV)/share/jupyter/labextensions/cellship/package.json
 LAB_SOURCES := $(wildcard extension/src/*.ts extension/style/* extension/schema/*.json) \
 	extension/package.json extension/tsconfig.json
 
-.PHONY: setup system-deps cluster-deps demo lint test test-unit clean
+.PHONY: setup system-deps cluster-deps demo lint test test-serial test-unit clean
 
 setup: $(STAMP) $(LABEXT)
 
@@ -81,8 +81,23 @@ lint: setup
 	$(VENV)/bin/lint-imports --no-cache
 	cd extension && { test -d node_modules || $(abspath $(VENV))/bin/jlpm install; } && $(abspath $(VENV))/bin/jlpm lint
 
+# The cluster tier (tests/k8s) runs beside the rest, in its own pytest: it mostly waits on
+# pods and the API (about 12 of the suite's 27 min when run one after the other), and it uses
+# nothing the other tiers use (its cluster is booted by its own session fixture). Its output
+# is kept in build/test-k8s.log and printed once both are done; either failing fails `make test`.
 test: setup lint system-deps cluster-deps
-	@echo "test: setup done at $$(date -u +%T) UTC; the suite starts"
+	@echo "test: setup done at $$(date -u +%T) UTC; the suite starts (tests/k8s beside the rest)"
+	@mkdir -p build; \
+	$(PY) -m pytest -ra tests/k8s > build/test-k8s.log 2>&1 & k8s=$$!; \
+	trap 'kill $$k8s 2>/dev/null' INT TERM; \
+	rest=0; $(PY) -m pytest -ra --ignore=tests/k8s || rest=$$?; \
+	echo "test: the other tiers ended at $$(date -u +%T) UTC (exit $$rest); waiting for tests/k8s"; \
+	cluster=0; wait $$k8s || cluster=$$?; \
+	echo "================ tests/k8s (ended $$(date -u +%T) UTC, exit $$cluster) ================"; \
+	cat build/test-k8s.log; \
+	[ $$rest = 0 ] && [ $$cluster = 0 ]
+
+test-serial: setup lint system-deps cluster-deps
 	$(PY) -m pytest -ra
 
 test-unit: setup

@@ -1,9 +1,10 @@
 """A real single-node Kubernetes for the cluster tier, booted from Debian's packages.
 
-etcd, kube-apiserver, kube-controller-manager, kube-scheduler and a kubelet over containerd
-and runc, a CNI bridge on a private subnet and dnsmasq as cluster DNS: the programs a
-production cluster runs, on loopback and a bridge this run creates. The recipe and every
-flag's reason are in ../shared/notes/local-kubernetes.md. The control plane and kubelet
+etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy (iptables mode) and
+a kubelet over containerd and runc, a CNI bridge on a private subnet, dnsmasq as cluster DNS
+and containerd registry mirrors for test registries: the programs a production cluster runs,
+on loopback and a bridge this run creates. The recipe and every flag's reason are in
+../shared/notes/local-kubernetes.md. The control plane and kubelet
 come from ``build-kubernetes.sh`` (Debian's kubernetes source, built once and cached).
 
 Everything the cluster writes lives under one work directory (plus the fixed paths the
@@ -13,7 +14,6 @@ leaves no process, mount, network namespace, cgroup or bridge behind.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -28,7 +28,14 @@ from typing import Any, Callable
 
 from cellship.processes import die_with_parent
 from tests.cluster.dns import ClusterDNS
+from tests.cluster.network_services import (
+    containerd_registry_section,
+    kube_proxy_args,
+    mirror_plain_http,
+    remove_kube_proxy_rules,
+)
 from tests.cluster.pki import make_pki
+from tests.cluster.processes import ClusterError, kill, machine_lock, pids, tail, terminate
 
 HERE = Path(__file__).resolve().parent
 BRIDGE = "cellshipk8s0"
@@ -43,12 +50,7 @@ NODE = "127.0.0.1"  # the kubelet's --hostname-override
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_LABEL = "nvidia.com/gpu.present"  # what the NVIDIA GPU operator labels GPU nodes with
 KUBELET_FIXED_DIRS = (Path("/var/lib/kubelet"), Path("/var/log/pods"), Path("/var/log/containers"))
-LOCK_FILE = "/run/cellship-test-cluster.lock"
 SYSTEM_PATH = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
-
-
-class ClusterError(RuntimeError):
-    """The test cluster could not boot; the message names the component and its log."""
 
 
 def free_port() -> int:
@@ -118,7 +120,7 @@ class LocalCluster:
         self.stop()
 
     def start(self, timeout: float = 120.0) -> None:
-        self._lock = _machine_lock()
+        self._lock = machine_lock()
         try:
             self._reap_stale()
             self._start(timeout)
@@ -161,6 +163,9 @@ class LocalCluster:
         self._start_containerd(timeout)
         self._import_pause()
         self._start_kubelet()
+        self._spawn("kube-proxy", kube_proxy_args(
+            self.binaries / "kube-proxy", self.workdir / "admin.kubeconfig", SUBNET, NODE,
+            free_port(), free_port()))
         self.dns = ClusterDNS(self.workdir / "dns", GATEWAY, self.core_api, self.log("dnsmasq"))
         self._wait("the node to be Ready", timeout, self._node_ready, "kubelet")
         self._wait("the default ServiceAccount", timeout,
@@ -176,13 +181,13 @@ class LocalCluster:
         for workdir in stale_dirs:
             stale = LocalCluster(self.binaries, workdir=workdir)
             markers = (str(workdir).encode(), str(stale.run_dir).encode())
-            for pid in _pids():
+            for pid in pids():
                 try:
                     cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
                 except OSError:
                     continue
                 if any(m in cmdline for m in markers):
-                    _kill(pid)
+                    kill(pid)
             stale.stop()
 
     def _write_tokens(self, pki: Path) -> None:
@@ -258,7 +263,7 @@ class LocalCluster:
         """Stop the apiserver, wait ``downtime`` seconds, start it again (reconnect tests)."""
         process = self.processes.pop("kube-apiserver")
         args = process.args
-        _terminate(process)
+        terminate(process)
         time.sleep(downtime)
         self._spawn("kube-apiserver", list(args))
         self._wait("the apiserver to answer /readyz again", timeout, self._api_ready,
@@ -279,6 +284,9 @@ class LocalCluster:
                          "ipMasq": False, "hairpinMode": True,
                          "ipam": {"type": "host-local",
                                   "ranges": [[{"subnet": SUBNET, "gateway": GATEWAY}]],
+                                  # Services' ClusterIPs via the host (kube-proxy's rules);
+                                  # no default route: pods reach nothing beyond the machine
+                                  "routes": [{"dst": SERVICE_RANGE, "gw": GATEWAY}],
                                   "dataDir": str(self.workdir / "cni-ipam")}}]}))
 
     def _start_containerd(self, timeout: float) -> None:
@@ -307,10 +315,19 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 [{cri}.cni]
   bin_dir = "/usr/lib/cni"
   conf_dir = "{self.workdir / 'cni'}"
-""")
+{containerd_registry_section(self.registry_hosts)}""")
         self._spawn("containerd", ["containerd", "--config", str(config)])
         self._wait("containerd's socket", timeout,
                    lambda: self.ctr("version", check=False).returncode == 0, "containerd")
+
+    @property
+    def registry_hosts(self) -> Path:
+        """containerd's per-registry ``hosts.toml`` directory (see :meth:`pull_from`)."""
+        return self.workdir / "registry-hosts"
+
+    def pull_from(self, address: str) -> None:
+        """Let pods pull images from the plain-http registry at ``address`` (host:port)."""
+        mirror_plain_http(self.registry_hosts, address)
 
     def ctr(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return subprocess.run(["ctr", "--address", str(self.containerd_socket),
@@ -428,12 +445,12 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             for name, process in self.processes.items():
                 if process.poll() is not None:
                     raise ClusterError(f"{name} exited ({process.returncode}) while waiting "
-                                       f"for {what}:\n{_tail(self.log(name))}")
+                                       f"for {what}:\n{tail(self.log(name))}")
             if check():
                 return
             time.sleep(0.3)
         raise ClusterError(f"timed out after {timeout:g}s waiting for {what}; "
-                           f"{component} log:\n{_tail(self.log(component))}")
+                           f"{component} log:\n{tail(self.log(component))}")
 
     def _spawn(self, name: str, args: list[str]) -> None:
         log = self.log(name).open("ab")
@@ -455,14 +472,15 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 step()
             except Exception:
                 pass
-        for name in ("kubelet", "containerd", "kube-scheduler", "kube-controller-manager",
-                     "kube-apiserver", "etcd"):
+        for name in ("kube-proxy", "kubelet", "containerd", "kube-scheduler",
+                     "kube-controller-manager", "kube-apiserver", "etcd"):
             process = self.processes.pop(name, None)
             if process is not None:
-                _terminate(process)
+                terminate(process)
+        remove_kube_proxy_rules(self.binaries / "kube-proxy")
         self._kill_shims()
         for name, process in list(self.processes.items()):
-            _terminate(process)
+            terminate(process)
             self.processes.pop(name)
         self._unmount_under(self.workdir, self.run_dir, *KUBELET_FIXED_DIRS)
         self._remove_netns()
@@ -496,13 +514,13 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     def _kill_shims(self) -> None:
         """containerd-shim-runc-v2 daemonizes away from containerd: find ours by socket."""
         marker = str(self.containerd_socket).encode()
-        for pid in _pids():
+        for pid in pids():
             try:
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
             except OSError:
                 continue
             if b"containerd-shim" in cmdline and marker in cmdline:
-                _kill(pid)
+                kill(pid)
 
     def _unmount_under(self, *roots: Path) -> None:
         prefixes = tuple(str(r) + "/" for r in roots) + tuple(str(r) for r in roots)
@@ -542,62 +560,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                                     key=lambda p: len(p.parts), reverse=True) + [base]:
                 try:
                     for pid in (directory / "cgroup.procs").read_text().split():
-                        _kill(int(pid))
+                        kill(int(pid))
                     directory.rmdir()
                 except OSError:
                     pass
-
-
-def _machine_lock(timeout: float = 1800.0) -> Any:
-    """One test cluster per machine: they share the bridge, the DNS address and the
-    kubelet's fixed directories. A second session waits (its pytest timeout still
-    applies) instead of breaking both."""
-    handle = open(LOCK_FILE, "w")
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return handle
-        except BlockingIOError as err:
-            if time.monotonic() > deadline:
-                handle.close()
-                raise ClusterError(f"another test cluster has held {LOCK_FILE} for "
-                                   f"{timeout:g}s; stop it first") from err
-            time.sleep(1)
-
-
-def _pids() -> list[int]:
-    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
-
-
-def _kill(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except OSError:
-        pass
-
-
-def _terminate(process: subprocess.Popen, grace: float = 10.0) -> None:
-    if process.poll() is None:
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-        except OSError:
-            process.terminate()
-        try:
-            process.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except OSError:
-                process.kill()
-            process.wait(timeout=10)
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 def main() -> None:

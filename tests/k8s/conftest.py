@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import subprocess
 import time
 import uuid
 from dataclasses import dataclass
@@ -94,3 +95,47 @@ def namespace(cluster: Cluster) -> Iterator[str]:
                         "--wait=false", check=False)
         cluster.kubectl("delete", "namespace", name, "--wait=true", "--timeout=90s",
                         check=False)
+
+
+@dataclass
+class NodeRegistry:
+    """A registry the node pulls from: push to ``f"{address}/name:tag"``, run that reference."""
+
+    address: str  # host:port, plain http
+    root: Path  # its storage and log
+
+
+@pytest.fixture(scope="session")
+def node_registry(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeRegistry]:
+    """A plain-http registry (Debian's docker-registry on 127.0.0.1) the node pulls from: an
+    image pushed to ``address/name:tag`` runs in a pod under that same reference, pulled
+    through the registry API by containerd (see tests/cluster/network_services.py)."""
+    from tests.integration import images_support
+
+    if images_support.missing_tools("docker-registry"):
+        pytest.skip("docker-registry is not installed (make system-deps)")
+    registry = images_support.start_registry(tmp_path_factory.mktemp("node-registry"))
+    cluster.local.pull_from(registry.host)
+    try:
+        yield NodeRegistry(registry.host, registry.root)
+    finally:
+        registry.stop()
+
+
+@pytest.fixture(scope="session")
+def registry_base(cluster: Cluster, node_registry: NodeRegistry) -> str:
+    """The pods' image (python3, TensorFlow, cellship) in :func:`node_registry`, as a base
+    for ``cellship build``: pushed once per session with skopeo from the archive the node
+    imported. skopeo copies the compressed layers as they are, so their digests are the
+    ones containerd already holds: a pull of an image built on it fetches the manifest,
+    the config and the new layers through the registry, and finds the base's layers in its
+    content store, as a node that ran the base before would."""
+    from tests.cluster.image import training_image_archive
+
+    archive, ref = training_image_archive()
+    target = f"{node_registry.address}/cellship-test/train:{ref.rsplit(':', 1)[1]}"
+    result = subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false",
+                             f"oci-archive:{archive}", f"docker://{target}"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"skopeo copy to {target}: {result.stderr[-2000:]}"
+    return target

@@ -5,16 +5,13 @@ Fixtures (tests/k8s/conftest.py): ``cluster`` (.kubeconfig, .context, .image: an
 the node with Debian python3, tensorflow-cpu and cellship; pods must use imagePullPolicy
 Never) and ``namespace`` (a fresh namespace, deleted afterwards); KUBECONFIG is set.
 
-How the model gets into the pod. A ``cellship build`` image would need a registry the node
-pulls from, which this cluster does not have (images are imported with ``ctr``). So the test
-writes a real SavedModel into a directory on this machine (which is the node), mounts it
-with ``--volume DIR:/models`` (a read-only hostPath) and deploys the cluster's image with
-``--model-path /models/affine``: the pod runs ``python3 -m cellship.cli serve
-/models/affine`` from the image's own cellship. Everything else is the real path:
-Deployment + owned Service, probes against the real server, waiting, undeploy.
-
-The cluster has no kube-proxy (ClusterIP Services do not route) and no DNS for the test
-process, but pod IPs are reachable from here, so :predict goes to the pod's IP.
+How the model gets into the pod here: the test writes a real SavedModel into a directory on
+this machine (which is the node), mounts it with ``--volume DIR:/models`` (a read-only
+hostPath) and deploys the cluster's image with ``--model-path /models/affine``: the pod runs
+``python3 -m cellship.cli serve /models/affine`` from the image's own cellship (the
+``cellship build`` image pulled from a registry is tests/k8s/test_whole_path.py's). Everything
+else is the real path: Deployment + owned Service, probes against the real server, waiting,
+undeploy. :predict goes through the Service's ClusterIP (kube-proxy routes it from here).
 """
 
 from __future__ import annotations
@@ -27,6 +24,7 @@ import sys
 import tempfile
 import textwrap
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -37,6 +35,7 @@ from cellship.deployment import manifests as mf
 from cellship.kube.api import KubeAPI
 from cellship.kube.client import connect
 from cellship.kube.errors import KubernetesNotFound
+from tests.k8s.support import wait_for
 
 pytestmark = pytest.mark.k8s
 
@@ -84,6 +83,15 @@ def _post(url: str, body: dict, timeout: float = 30.0) -> dict:
         return json.loads(response.read())
 
 
+def _post_or_none(url: str, body: dict) -> dict | None:
+    """The answer, or None while the Service's rules are not written yet (kube-proxy syncs
+    within a second or so of the pod turning ready)."""
+    try:
+        return _post(url, body)
+    except urllib.error.URLError:
+        return None
+
+
 def _pods(client: KubeAPI, namespace: str, name: str) -> list[dict]:
     return client.list("Pod", namespace, mf.selector(name))
 
@@ -107,11 +115,10 @@ def test_deploy_serves_predict_then_undeploy_leaves_nothing(cluster, namespace, 
     assert (listed.name, listed.ready, listed.desired, listed.image) == (
         "affine", 1, 1, cluster.image)
 
-    (pod,) = [p for p in _pods(client, namespace, "affine")
-              if not p["metadata"].get("deletionTimestamp")]
-    ip = pod["status"]["podIP"]
-    answer = _post(f"http://{ip}:8501/v1/models/affine:predict", {"instances": [[1.0, 2.0],
-                                                                              [3.0, 1.0]]})
+    ip = svc["spec"]["clusterIP"]
+    answer = wait_for(lambda: _post_or_none(f"http://{ip}:8501/v1/models/affine:predict",
+                                            {"instances": [[1.0, 2.0], [3.0, 1.0]]}),
+                      15, "kube-proxy to route the Service to the ready pod")
     assert answer["predictions"] == [pytest.approx([0.5]), pytest.approx([5.5])]
 
     # Deploying the same name again updates it (no 409), here to 2 replicas.
