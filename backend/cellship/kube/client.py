@@ -1,6 +1,6 @@
 """The ONE Kubernetes client: every API call of cellship goes through :meth:`KubeClient._send`.
 
-It loads a kubeconfig context or the in-cluster service account and implements
+It loads a kubeconfig context or the in-cluster service account (:mod:`.config`) and implements
 :class:`~cellship.kube.api.KubeAPI` over the official client's ``ApiClient`` (its
 authentication, TLS and connection pool), with URLs built from the kinds' data
 (:mod:`.kinds`) and plain JSON dicts in and out, so manifests and diagnosis never see the
@@ -30,8 +30,18 @@ from typing import Any, Iterator, Mapping, Sequence
 from cellship.errors import MissingDependency
 from cellship.kube import kinds
 from cellship.kube.api import KubeAPI, Obj, ObjList, initial_events_end
+from cellship.kube.config import (  # noqa: F401  (SERVICE_ACCOUNT_*: where callers look)
+    SERVICE_ACCOUNT_DIR,
+    SERVICE_ACCOUNT_ENV,
+    in_cluster,
+    in_cluster_client,
+    kubeconfig_client,
+    kubeconfig_namespace,
+    kubeconfig_path,
+    read_namespace,
+    service_account_dir,
+)
 from cellship.kube.errors import (
-    KUBECONFIG_HINT,
     KubernetesConflict,
     KubernetesError,
     KubernetesForbidden,
@@ -40,13 +50,10 @@ from cellship.kube.errors import (
     KubernetesUnauthorized,
     KubernetesUnreachable,
     NamespaceNotFound,
-    NoKubeconfig,
 )
 from cellship.kube.podspec import CONTAINER
 
 Query = Sequence[tuple[str, Any]]
-SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
-SERVICE_ACCOUNT_ENV = "CELLSHIP_SERVICE_ACCOUNT_DIR"
 WATCH_SLACK_SECONDS = 30  # a watch's socket waits this much longer than the server's timeout
 
 
@@ -142,35 +149,6 @@ def translate(err: Exception, verb: str, resource: str, namespace: str | None,
                            f"{detail}", status, reason)
 
 
-def kubeconfig_path(kubeconfig: str | None = None) -> str:
-    """The kubeconfig to read: the one given, else ``$KUBECONFIG``, else ``~/.kube/config``
-    (resolved at each call, not at import, so a KUBECONFIG set later counts)."""
-    return kubeconfig or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
-
-
-def _read_namespace(account: Path) -> str:
-    """The pod's own namespace, as the kubelet wrote it next to the token."""
-    try:
-        return (account / "namespace").read_text().strip() or "default"
-    except OSError:
-        return "default"
-
-
-def service_account_dir() -> Path:
-    """Where the pod's ServiceAccount files are (token, ca.crt, namespace): the kubelet's
-    fixed path, unless ``$CELLSHIP_SERVICE_ACCOUNT_DIR`` names another (tests lay one out
-    in a temporary directory, as the official client's ``InClusterConfigLoader`` takes its
-    file names as arguments)."""
-    return Path(os.environ.get(SERVICE_ACCOUNT_ENV) or SERVICE_ACCOUNT_DIR)
-
-
-def in_cluster(context: str | None, kubeconfig: str) -> bool:
-    """Whether to use the pod's ServiceAccount: the kubelet set KUBERNETES_SERVICE_HOST,
-    and nothing asks for a kubeconfig (no KUBECONFIG, no --context, no ~/.kube/config)."""
-    return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and not (
-        os.environ.get("KUBECONFIG") or context or os.path.exists(kubeconfig))
-
-
 class KubeClient(KubeAPI):
     """A connection to one cluster (one kubeconfig context, or in-cluster)."""
 
@@ -182,58 +160,11 @@ class KubeClient(KubeAPI):
         kubeconfig = kubeconfig_path(kubeconfig)
         if in_cluster(context, kubeconfig):
             account = service_account or service_account_dir()
-            self.api_client = self._in_cluster(config, client, account)
-            self.default_namespace = _read_namespace(account)
+            self.api_client = in_cluster_client(config, client, account)
+            self.default_namespace = read_namespace(account)
         else:
-            self.api_client = self._load(config, context, kubeconfig)
-            self.default_namespace = self._namespace(config, context, kubeconfig)
-
-    # -- configuration ---------------------------------------------------------------
-    @staticmethod
-    def _in_cluster(config: Any, client: Any, account: Path) -> Any:
-        """The official in-cluster loader on a Configuration of this client's own (not the
-        process-wide default). Its refresh hook re-reads the token file (the kubelet
-        rotates the projected token; it expires after an hour) before a request once a
-        minute has passed, so the token is never copied once: every request, exec
-        websockets included, asks the Configuration for it."""
-        from kubernetes.config.incluster_config import InClusterConfigLoader
-
-        configuration = client.Configuration()
-        try:
-            InClusterConfigLoader(token_filename=str(account / "token"),
-                                  cert_filename=str(account / "ca.crt"),
-                                  try_refresh_token=True).load_and_set(configuration)
-        except config.ConfigException as err:
-            raise NoKubeconfig(
-                f"KUBERNETES_SERVICE_HOST is set, so cellship runs in a pod and uses its "
-                f"ServiceAccount, but {err} (looked in {account}: token, ca.crt). Mount the "
-                f"ServiceAccount token (automountServiceAccountToken), or "
-                f"{KUBECONFIG_HINT[0].lower()}{KUBECONFIG_HINT[1:]}") from err
-        return client.ApiClient(configuration)
-
-    @staticmethod
-    def _load(config: Any, context: str | None, kubeconfig: str) -> Any:
-        try:
-            return config.new_client_from_config(config_file=kubeconfig, context=context)
-        except config.ConfigException as err:
-            text = str(err)
-            if context and "context" in text.lower():
-                raise NoKubeconfig(f"The kubeconfig has no context {context!r} ({text}); list "
-                                   "them with `kubectl config get-contexts`.") from err
-            raise NoKubeconfig(f"No Kubernetes cluster configured ({text}). {KUBECONFIG_HINT}") from err
-        except FileNotFoundError as err:
-            raise NoKubeconfig(f"No kubeconfig found ({err}). {KUBECONFIG_HINT}") from err
-
-    @staticmethod
-    def _namespace(config: Any, context: str | None, kubeconfig: str | None) -> str:
-        try:
-            _, active = config.list_kube_config_contexts(config_file=kubeconfig)
-            if context:
-                contexts, _ = config.list_kube_config_contexts(config_file=kubeconfig)
-                active = next((c for c in contexts if c["name"] == context), active)
-            return (active or {}).get("context", {}).get("namespace") or "default"
-        except (config.ConfigException, OSError, KeyError, TypeError):
-            return "default"
+            self.api_client = kubeconfig_client(config, context, kubeconfig)
+            self.default_namespace = kubeconfig_namespace(config, context, kubeconfig)
 
     # -- the one gate --------------------------------------------------------------------
     @contextmanager
