@@ -179,6 +179,8 @@ export interface IReplicaBrief {
   key: string;
   label: string;
   state: string;
+  /** The node a Kubernetes replica's pod is bound to; null locally and until scheduled. */
+  node?: string | null;
 }
 
 export interface IReplica extends IReplicaBrief {
@@ -188,6 +190,66 @@ export interface IReplica extends IReplicaBrief {
   pid: number | null;
   restarts: number;
   address: string | null;
+  pod?: string | null;
+  reason?: string | null;
+  diagnosis?: string | null;
+}
+
+/** A job found in the cluster by its labels that this machine's store does not have
+ * (submitted from another kernel or machine): no local job dir, no logs here. */
+export interface IClusterJob {
+  id: string;
+  name: string;
+  namespace: string | null;
+  status: string | null;
+  /** replica -> pod phase */
+  pods: Record<string, string>;
+  /** replica -> the node its pod runs on (null until scheduled) */
+  nodes: Record<string, string | null>;
+  created: string | null;
+  user: string | null;
+  origin: 'cluster';
+  backend: 'kubernetes';
+}
+
+export interface IClusterJobs {
+  cluster_jobs: IClusterJob[];
+  /** Why none were listed (no cluster configured, refused, no answer); null: it answered. */
+  cluster_reason: string | null;
+}
+
+/** A running `cellship serve` of this machine (its registry). */
+export interface IServer {
+  pid: number;
+  host: string;
+  port: number;
+  grpc_port: number | null;
+  url: string;
+  models: string[];
+  repository: Record<string, string>;
+  started: number; // seconds since the epoch
+}
+
+/** A served model on Kubernetes. */
+export interface IDeployment {
+  name: string;
+  namespace: string;
+  kind: string;
+  image: string;
+  model_name: string;
+  port: number;
+  desired: number;
+  ready: number;
+  created: string;
+  user: string | null;
+  url: string;
+}
+
+export interface IDeploymentList {
+  deployments: IDeployment[];
+  count: number;
+  /** Why the list is empty without asking (no cluster, unreachable, forbidden). */
+  reason: string | null;
 }
 
 export interface IJobSummary {
@@ -325,6 +387,25 @@ export const api = {
   cancelBatch: (id: string) =>
     requestAPI<IBatch>(`batches/${encodeURIComponent(id)}/cancel`, { method: 'POST' }),
   models: () => requestAPI<{ models: IModelVersion[] }>('models'),
+  /** The cluster's jobs this store lacks (the jobs of the answer's first page are ignored). */
+  clusterJobs: (status: Status | '') => {
+    const params = new URLSearchParams({ limit: '1', cluster: '1' });
+    if (status) {
+      params.set('status', status);
+    }
+    return requestAPI<IClusterJobs>(`jobs?${params.toString()}`);
+  },
+  servers: () => requestAPI<{ servers: IServer[] }>('servers'),
+  stopServer: (pid: number) =>
+    requestAPI<IServer>(`servers/${encodeURIComponent(String(pid))}/stop`, { method: 'POST' }),
+  deployments: () => requestAPI<IDeploymentList>('deployments'),
+  undeploy: (name: string, namespace: string) =>
+    requestAPI<{ name: string; namespace: string; kind: string; message: string }>(
+      `deployments/${encodeURIComponent(name)}?namespace=${encodeURIComponent(namespace)}`,
+      { method: 'DELETE' }
+    ),
+  /** The push channel (server-sent events: `hello`, then `changed`). */
+  eventsEndPoint: 'events',
   startBatch: (notebook: string, backend: string) =>
     requestAPI<IBatch>('batches', {
       method: 'POST',

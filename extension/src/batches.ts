@@ -6,6 +6,14 @@ import { Widget } from '@lumino/widgets';
 import { api, IBatch, IBatchSummary } from './api';
 import { badge, button, el, formatTime, formatValue, setBadge } from './dom';
 
+/** Where a batch runs: this machine, or pods on Kubernetes (marked, like cluster jobs). */
+function where(backend: string): HTMLTableCellElement {
+  const cell = el('td', 'cs-where');
+  const local = backend === 'local';
+  cell.appendChild(el('span', local ? 'cs-where-local' : 'cs-origin cs-where-cluster', local ? 'local' : backend));
+  return cell;
+}
+
 export class BatchesView extends Widget {
   private readonly tbody = el('tbody');
   private readonly empty = el(
@@ -20,7 +28,7 @@ export class BatchesView extends Widget {
     this.addClass('cs-batches');
     const table = el('table', 'cs-table cs-batches-table');
     const head = el('tr');
-    for (const title of ['Name', 'Status', 'Runs', 'Created']) {
+    for (const title of ['Name', 'Status', 'Where', 'Runs', 'Created']) {
       head.appendChild(el('th', '', title));
     }
     table.append(el('thead'), this.tbody);
@@ -43,7 +51,14 @@ export class BatchesView extends Widget {
         const counts = Object.entries(b.run_statuses)
           .map(([s, n]) => `${n} ${s}`)
           .join(', ');
-        tr.append(name, status, el('td', '', `${b.runs} (${counts})`), el('td', '', formatTime(b.created)));
+        tr.dataset.backend = b.backend;
+        tr.append(
+          name,
+          status,
+          where(b.backend),
+          el('td', '', `${b.runs} (${counts})`),
+          el('td', '', formatTime(b.created))
+        );
         tr.addEventListener('click', () => this.onOpen(b.id));
         tr.addEventListener('keydown', event => event.key === 'Enter' && this.onOpen(b.id));
         return tr;
@@ -90,6 +105,7 @@ export class BatchDetailView extends Widget {
       ...[
         ['id', batch.id],
         ['notebook', batch.notebook],
+        ['backend', batch.backend],
         ['parallel', String(batch.parallel)],
         ['created', formatTime(batch.created)]
       ].map(([label, value]) => {

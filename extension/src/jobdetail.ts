@@ -86,8 +86,8 @@ export class JobDetailView extends Widget {
     this.tbLink.hidden = true;
     const replicaTable = el('table', 'cs-table cs-replicas');
     const head = el('tr');
-    for (const column of ['Replica', 'State', 'Exit', 'PID', 'Restarts']) {
-      head.appendChild(el('th', '', column));
+    for (const column of ['Replica', 'State', 'Exit', 'PID', 'Restarts', 'Pod', 'Node']) {
+      head.appendChild(el('th', column === 'Pod' || column === 'Node' ? 'cs-kube-column' : '', column));
     }
     replicaTable.append(el('thead'), this.replicas);
     replicaTable.tHead!.appendChild(head);
@@ -145,11 +145,19 @@ export class JobDetailView extends Widget {
           state,
           el('td', '', r.exit_code === null ? '' : String(r.exit_code)),
           el('td', '', r.pid === null ? '' : String(r.pid)),
-          el('td', '', String(r.restarts))
+          el('td', '', String(r.restarts)),
+          el('td', 'cs-kube-column cs-replica-pod', r.pod ?? ''),
+          el('td', 'cs-kube-column cs-replica-node', r.node ?? (r.pod ? 'not scheduled' : ''))
         );
+        const tip = [r.pod ? `pod ${r.pod}` : '', r.diagnosis ?? ''].filter(Boolean).join('\n');
+        if (tip) {
+          tr.title = tip;
+        }
         return tr;
       })
     );
+    // Pod and node columns only for jobs with pods (Kubernetes), not for local replicas.
+    this.node.classList.toggle('cs-mod-kube', job.replicas.some(r => !!r.pod));
     if (!this.logsStarted) {
       this.logsStarted = true;
       this.startLogs();

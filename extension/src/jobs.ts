@@ -8,11 +8,14 @@ import { Message } from '@lumino/messaging';
 import { ISignal, Signal } from '@lumino/signaling';
 import { Widget } from '@lumino/widgets';
 
-import { api, IJobSummary, Status } from './api';
+import { api, IClusterJob, IJobSummary, Status } from './api';
 import { badge, button, el, formatDuration, formatTime, liveDuration, setBadge } from './dom';
 import { ICellshipJobs, IJobChange } from './tokens';
 
 const FILTER_DELAY_MS = 250; // typing a name asks the server once, not per key
+/** The cluster is asked for its jobs at most this often (a poll of the store is cheap,
+ * a list of the cluster's pods is not), and never holds the store's list back. */
+const CLUSTER_MIN_MS = 5000;
 
 /**
  * The first `pages` pages of the jobs matching the filters, newest first. Filters apply
@@ -29,6 +32,12 @@ export class JobsModel implements ICellshipJobs {
   private loaded = false;
   private requestSeq = 0;
   private appliedSeq = 0;
+  private cluster: IClusterJob[] = [];
+  private reason: string | null = null;
+  private clusterAsked = 0;
+  private clusterInFlight = false;
+  /** Whether the server lists cluster-only jobs (its `cluster_jobs` capability). */
+  clusterEnabled = false;
   private readonly statuses = new Map<string, Status>();
   private readonly changed = new Signal<ICellshipJobs, IJobChange>(this);
   private readonly listed = new Signal<ICellshipJobs, ReadonlyArray<IJobSummary>>(this);
@@ -52,6 +61,16 @@ export class JobsModel implements ICellshipJobs {
   get total(): number {
     return this.storeTotal;
   }
+  /** Jobs found in the cluster by label that this store lacks (submitted elsewhere),
+   * matching the filters. */
+  get clusterJobs(): ReadonlyArray<IClusterJob> {
+    const name = this.nameFilter.toLowerCase();
+    return name ? this.cluster.filter(job => job.name.toLowerCase().includes(name)) : this.cluster;
+  }
+  /** Why no cluster jobs are listed (no cluster configured, no answer); null when it answered. */
+  get clusterReason(): string | null {
+    return this.reason;
+  }
   get isLoaded(): boolean {
     return this.loaded;
   }
@@ -67,6 +86,9 @@ export class JobsModel implements ICellshipJobs {
     if (status === this.statusFilter && name === this.nameFilter) {
       return;
     }
+    if (status !== this.statusFilter) {
+      this.clusterAsked = 0; // the cluster's list is filtered by status on the server
+    }
     this.statusFilter = status;
     this.nameFilter = name;
     this.pages = 1;
@@ -76,6 +98,34 @@ export class JobsModel implements ICellshipJobs {
   showMore(): void {
     this.pages += 1;
     void this.refresh();
+  }
+
+  /**
+   * Ask the cluster for its jobs this store lacks, unless asked less than CLUSTER_MIN_MS
+   * ago (or `force`); the list is emitted again once it answers. Never rejects: a cluster
+   * that fails is a `clusterReason`, not a failed poll.
+   */
+  async loadCluster(force = false): Promise<void> {
+    if (!this.clusterEnabled || this.clusterInFlight ||
+        (!force && Date.now() - this.clusterAsked < CLUSTER_MIN_MS)) {
+      return;
+    }
+    this.clusterInFlight = true;
+    this.clusterAsked = Date.now();
+    const status = this.statusFilter;
+    try {
+      const answer = await api.clusterJobs(status);
+      if (status === this.statusFilter) {
+        this.cluster = answer.cluster_jobs ?? [];
+        this.reason = answer.cluster_reason ?? null;
+      }
+    } catch (error) {
+      this.cluster = [];
+      this.reason = `cluster jobs not listed: ${(error as Error).message ?? String(error)}`;
+    } finally {
+      this.clusterInFlight = false;
+    }
+    this.listed.emit(this.list);
   }
 
   /** Fetch the loaded pages again (one request: offset 0, every loaded page at once). */
@@ -115,6 +165,45 @@ export class JobsModel implements ICellshipJobs {
   }
 }
 
+/** One cluster-only job: marked `cluster`, its namespace, and a line per replica. */
+function clusterRow(job: IClusterJob): HTMLTableRowElement {
+  const tr = el('tr', 'cs-row cs-cluster-job-row');
+  tr.dataset.jobId = job.id;
+  tr.title = `${job.name} (${job.id}) in namespace ${job.namespace ?? '-'}: submitted from another kernel or machine`;
+  const name = el('td', 'cs-name');
+  name.append(
+    el('span', 'cs-job-name', job.name),
+    el('span', 'cs-origin', 'cluster'),
+    el('span', 'cs-id', `${job.id}${job.namespace ? ` · ${job.namespace}` : ''}`)
+  );
+  const status = el('td');
+  status.appendChild(badge(job.status ?? 'unknown'));
+  const pods = el('td', 'cs-pods');
+  const keys = Object.keys(job.pods);
+  if (!keys.length) {
+    pods.textContent = 'no pods';
+  }
+  for (const key of keys) {
+    const pod = el('div', 'cs-pod');
+    pod.dataset.replica = key;
+    pod.dataset.phase = job.pods[key];
+    const node = job.nodes?.[key] ?? null;
+    pod.dataset.node = node ?? '';
+    pod.append(
+      el('span', 'cs-pod-replica', `${key}: `),
+      el('span', 'cs-pod-phase', job.pods[key]),
+      el('span', 'cs-pod-node', node ? ` on ${node}` : ' (not scheduled)')
+    );
+    pods.appendChild(pod);
+  }
+  const by = el('span', 'cs-line', 'by ');
+  by.appendChild(el('span', 'cs-user', job.user ?? '–'));
+  by.append(`, ${formatTime(job.created)}`);
+  name.appendChild(by);
+  tr.append(name, status, pods);
+  return tr;
+}
+
 interface IRow {
   tr: HTMLTableRowElement;
   badge: HTMLSpanElement;
@@ -139,6 +228,9 @@ export class JobsView extends Widget {
   private readonly tbody = el('tbody');
   private readonly empty = el('div', 'cs-empty');
   private readonly moreButton: HTMLButtonElement;
+  private readonly clusterSection = el('div', 'cs-cluster-section');
+  private readonly clusterBody = el('tbody');
+  private readonly clusterNote = el('div', 'cs-cluster-reason');
   private readonly rows = new Map<string, IRow>();
   private filterTimer: number | undefined;
 
@@ -179,7 +271,21 @@ export class JobsView extends Widget {
       'cs-more'
     );
     this.moreButton.hidden = true;
-    this.node.append(bar, this.empty, table, this.moreButton);
+    const clusterTable = el('table', 'cs-table cs-cluster-jobs-table');
+    const clusterHead = el('tr');
+    for (const title of ['Name', 'Status', 'Pods (node)']) {
+      clusterHead.appendChild(el('th', '', title));
+    }
+    clusterTable.append(el('thead'), this.clusterBody);
+    clusterTable.tHead!.appendChild(clusterHead);
+    this.clusterSection.append(
+      el('h4', 'cs-cluster-title', 'In the cluster only'),
+      el('div', 'cs-cluster-hint', 'Submitted from another kernel or machine: found by label, not in this machine\'s job store (no logs here).'),
+      clusterTable
+    );
+    this.clusterSection.hidden = true;
+    this.clusterNote.hidden = true;
+    this.node.append(bar, this.empty, table, this.moreButton, this.clusterSection, this.clusterNote);
     model.listChanged.connect(this.render, this);
   }
 
@@ -242,7 +348,20 @@ export class JobsView extends Widget {
     this.node.dataset.total = String(total);
     this.moreButton.hidden = !this.model.hasMore;
     this.moreButton.textContent = `Show ${this.model.pageSize} more`;
-    this.empty.hidden = total > 0;
+    const cluster = this.model.clusterJobs;
+    this.empty.hidden = total > 0 || cluster.length > 0;
+    this.renderCluster(cluster);
+  }
+
+  /** The cluster-only jobs: rebuilt on each answer (a handful of rows, asked every few
+   * seconds at most), each replica with its pod's phase and node. */
+  private renderCluster(jobs: ReadonlyArray<IClusterJob>): void {
+    this.clusterSection.hidden = jobs.length === 0;
+    this.node.dataset.cluster = String(jobs.length);
+    this.clusterBody.replaceChildren(...jobs.map(job => clusterRow(job)));
+    const reason = this.model.clusterReason;
+    this.clusterNote.hidden = reason === null;
+    this.clusterNote.textContent = reason ?? '';
   }
 
   private createRow(job: IJobSummary): IRow {
@@ -276,7 +395,9 @@ export class JobsView extends Widget {
     if (row.job.status !== job.status) {
       setBadge(row.badge, job.status);
     }
-    const replicas = job.replicas.map(r => `${r.label}: ${r.state}`).join(', ');
+    const replicas = job.replicas
+      .map(r => `${r.label}: ${r.state}${r.node ? ` on ${r.node}` : ''}`)
+      .join(', ');
     if (row.tr.title !== replicas) {
       row.tr.title = replicas;
     }

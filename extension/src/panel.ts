@@ -1,10 +1,13 @@
 /**
- * The "cellship" sidebar panel: tabs for jobs, batch runs and models, a detail view for
- * one job or batch, each a Lumino widget shown and hidden in the panel's body, and one
- * `Poll` that keeps whatever is shown live (backing off while the server fails, slowing
- * down while the panel is hidden, standing by while the browser tab is). It first asks
- * the server extension for its version and says plainly when the extension is missing or
- * speaks another API.
+ * The "cellship" sidebar panel: tabs for jobs (with the cluster's jobs submitted from
+ * elsewhere), batch runs, models, running `cellship serve` servers and deployments on
+ * Kubernetes, a detail view for one job or batch, each a Lumino widget shown and hidden
+ * in the panel's body. A push channel (server-sent events from the server extension,
+ * `push.ts`) refreshes within a second of a state change in the job store; one `Poll`
+ * keeps whatever is shown live as the fallback and for what the store does not hold
+ * (backing off while the server fails, slowing down while the panel is hidden, standing
+ * by while the browser tab is). It first asks the server extension for its version and
+ * says plainly when the extension is missing or speaks another API.
  */
 import { refreshIcon } from '@jupyterlab/ui-components';
 import { CommandRegistry } from '@lumino/commands';
@@ -18,6 +21,8 @@ import { el } from './dom';
 import { JobDetailView } from './jobdetail';
 import { JobsModel, JobsView } from './jobs';
 import { ModelsView } from './models';
+import { PushChannel } from './push';
+import { DeploymentsView, ServersView } from './serving';
 
 export interface IPanelSettings {
   refreshInterval: number; // seconds
@@ -39,7 +44,10 @@ const HIDDEN_SLOWDOWN = 10;
 const HIDDEN_MIN_MS = 20_000;
 const BACKOFF_MAX_MS = 60_000;
 
-type Tab = 'jobs' | 'batches' | 'models';
+type Tab = 'jobs' | 'batches' | 'models' | 'servers' | 'deployments';
+
+/** A failure a view already shows as its own sentence: the banner stays out of it. */
+class ShownInView extends Error {}
 
 export class CellshipPanel extends Panel {
   settings: IPanelSettings = { ...DEFAULT_SETTINGS };
@@ -50,6 +58,11 @@ export class CellshipPanel extends Panel {
   private readonly jobsView: JobsView;
   private readonly batchesView: BatchesView;
   private readonly modelsView: ModelsView;
+  private readonly serversView: ServersView;
+  private readonly deploymentsView: DeploymentsView;
+  private push: PushChannel | null = null;
+  private pushRefreshing = false;
+  private pushAgain = false;
   private readonly tabButtons = new Map<Tab, HTMLButtonElement>();
   private tab: Tab = 'jobs';
   private detail: JobDetailView | BatchDetailView | null = null;
@@ -62,7 +75,7 @@ export class CellshipPanel extends Panel {
     super();
     this.id = 'cellship-panel';
     this.addClass('cs-panel');
-    this.title.caption = 'cellship: jobs, batch runs, models';
+    this.title.caption = 'cellship: jobs, batch runs, models, servers, deployments';
     const header = el('div', 'cs-header');
     const refreshButton = el('button', 'cs-refresh');
     refreshButton.type = 'button';
@@ -74,7 +87,9 @@ export class CellshipPanel extends Panel {
     for (const [tab, label] of [
       ['jobs', 'Jobs'],
       ['batches', 'Batch runs'],
-      ['models', 'Models']
+      ['models', 'Models'],
+      ['servers', 'Servers'],
+      ['deployments', 'Deployments']
     ] as [Tab, string][]) {
       const node = el('button', 'cs-tab', label);
       node.type = 'button';
@@ -91,7 +106,9 @@ export class CellshipPanel extends Panel {
     this.jobsView = new JobsView(this.jobs, id => this.showJob(id));
     this.batchesView = new BatchesView(id => this.showBatch(id));
     this.modelsView = new ModelsView(commands);
-    for (const view of [this.jobsView, this.batchesView, this.modelsView]) {
+    this.serversView = new ServersView(() => void this.refresh());
+    this.deploymentsView = new DeploymentsView(() => void this.refresh());
+    for (const view of this.listViews) {
       view.hide();
       this.body.addWidget(view);
     }
@@ -129,11 +146,20 @@ export class CellshipPanel extends Panel {
       return;
     }
     // A tab appears only for what the server extension offers (models came later).
-    this.tabButtons.get('models')!.hidden = !this.capabilities.includes('models');
+    for (const tab of ['models', 'servers', 'deployments'] as Tab[]) {
+      this.tabButtons.get(tab)!.hidden = !this.capabilities.includes(tab);
+    }
+    this.jobs.clusterEnabled = this.capabilities.includes('cluster_jobs');
     this.node.dataset.state = 'ready';
     this.node.dataset.version = version?.version ?? '';
     void this.poll.start();
     void this.ticker.start();
+    if (this.capabilities.includes('events')) {
+      this.push = new PushChannel(api.eventsEndPoint, () => this.pushed(), state => {
+        this.node.dataset.push = state;
+      });
+      this.push.start();
+    }
   }
 
   get ready(): boolean {
@@ -156,7 +182,13 @@ export class CellshipPanel extends Panel {
     for (const [name, node] of this.tabButtons) {
       node.classList.toggle('cs-mod-active', name === tab);
     }
-    const views = { jobs: this.jobsView, batches: this.batchesView, models: this.modelsView };
+    const views = {
+      jobs: this.jobsView,
+      batches: this.batchesView,
+      models: this.modelsView,
+      servers: this.serversView,
+      deployments: this.deploymentsView
+    };
     for (const [name, view] of Object.entries(views)) {
       view.setHidden(name !== tab);
     }
@@ -192,6 +224,23 @@ export class CellshipPanel extends Panel {
     await this.poll.tick.catch(() => undefined);
   }
 
+  /** The store changed (the push channel said so): refresh now, but one refresh at a
+   * time - changes arriving meanwhile are folded into one more refresh after it. */
+  private pushed(): void {
+    if (this.pushRefreshing) {
+      this.pushAgain = true;
+      return;
+    }
+    this.pushRefreshing = true;
+    void this.refresh().finally(() => {
+      this.pushRefreshing = false;
+      if (this.pushAgain) {
+        this.pushAgain = false;
+        this.pushed();
+      }
+    });
+  }
+
   get capabilities(): string[] {
     return this.version?.capabilities ?? [];
   }
@@ -211,6 +260,7 @@ export class CellshipPanel extends Panel {
     if (this.isDisposed) {
       return;
     }
+    this.push?.dispose();
     this.poll.dispose();
     this.ticker.dispose();
     this.closeDetail();
@@ -229,7 +279,7 @@ export class CellshipPanel extends Panel {
 
   private showDetail(view: JobDetailView | BatchDetailView): void {
     this.closeDetail();
-    for (const list of [this.jobsView, this.batchesView, this.modelsView]) {
+    for (const list of this.listViews) {
       list.hide();
     }
     this.detail = view;
@@ -250,14 +300,41 @@ export class CellshipPanel extends Panel {
       const work: Promise<void>[] = [this.jobs.load()];
       if (this.isVisible) {
         work.push(this.loadShown());
+        if (!this.detail && this.tab === 'jobs') {
+          void this.jobs.loadCluster(); // on its own: a slow cluster never holds the list
+        }
       }
       await Promise.all(work);
       this.banner.hidden = true;
     } catch (error) {
-      this.banner.textContent = `cellship: ${(error as Error).message ?? String(error)}`;
-      this.banner.hidden = false;
+      if (!(error instanceof ShownInView)) {
+        this.banner.textContent = `cellship: ${(error as Error).message ?? String(error)}`;
+        this.banner.hidden = false;
+      }
       throw error;
     }
+  }
+
+  private get listViews(): Widget[] {
+    return [this.jobsView, this.batchesView, this.modelsView, this.serversView, this.deploymentsView];
+  }
+
+  /** Fetch a list for its view; a failure becomes the view's own sentence (never a
+   * blank view) and still rejects, so the Poll backs off. */
+  private async loadInto<T>(
+    view: ServersView | DeploymentsView,
+    fetch: () => Promise<T>,
+    show: (answer: T) => void
+  ): Promise<void> {
+    let answer: T;
+    try {
+      answer = await fetch();
+    } catch (error) {
+      const message = (error as Error).message ?? String(error);
+      view.setError(message.endsWith('.') ? message : `${message}.`);
+      throw new ShownInView(message);
+    }
+    show(answer);
   }
 
   private async loadShown(): Promise<void> {
@@ -283,6 +360,14 @@ export class CellshipPanel extends Panel {
       this.modelsView.setModels((await api.models()).models);
     } else if (this.tab === 'batches') {
       this.batchesView.setBatches((await api.batches()).batches);
+    } else if (this.tab === 'servers') {
+      await this.loadInto(this.serversView, api.servers, answer =>
+        this.serversView.setServers(answer.servers)
+      );
+    } else if (this.tab === 'deployments') {
+      await this.loadInto(this.deploymentsView, api.deployments, answer =>
+        this.deploymentsView.setDeployments(answer)
+      );
     }
   }
 

@@ -139,3 +139,16 @@ def open_panel(page: object) -> None:
     if not page.locator("#cellship-panel").is_visible():
         tab.click()
     page.wait_for_selector('#cellship-panel[data-state="ready"]', timeout=30_000)
+
+
+def put_settings(lab: Lab, plugin: str, settings: dict) -> None:
+    """A plugin's user settings (``cellship:plugin``, ...) through JupyterLab's settings
+    API; a page loaded afterwards reads them."""
+    import json
+
+    request = urllib.request.Request(
+        f"{lab.url}lab/api/settings/{plugin}", method="PUT",
+        data=json.dumps({"raw": json.dumps(settings)}).encode(),
+        headers={"Authorization": f"token {lab.token}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        assert answer.status in (200, 204), answer.status

@@ -1,6 +1,8 @@
 """Every user-supplied string renders as text in the panel: a list of markup and script
 payloads put in job names, errors, log lines, metric tags, batch names and parameters,
-and model names and sources, shown in a real JupyterLab in Debian chromium.
+model names and sources, running servers (models, URL), deployments (name, namespace,
+image, URL) and cluster-only jobs (name, status, pods, nodes, the cluster's reason), shown
+in a real JupyterLab in Debian chromium.
 
 What must hold, for every payload and every place: the panel shows the payload's exact
 characters, no element the payloads carry (img, script, svg, iframe, a, b, i, style) exists
@@ -122,3 +124,65 @@ def test_payloads_in_batches_and_models_render_as_text(lab: Lab, lab_home: Path,
         assert _visible(payload).rsplit("/", 1)[-1] in row.inner_text()  # the source's file name
     _assert_inert(page)
     shot(page, "hostile-models")
+
+
+def test_payloads_in_servers_deployments_and_cluster_jobs_render_as_text(
+        lab: Lab, lab_home: Path, page, shot, stand_in) -> None:
+    from cellship.serve import registry
+    from cellship.watch.tensorboard.registry import registry as locked
+
+    # A live process that passes for `cellship serve` (the registry lists only those),
+    # serving models named by the payloads; the Servers view reads the real registry.
+    with locked(registry.root()) as entries:
+        entries.append({"pid": stand_in.pid, "host": "127.0.0.1", "port": 18501, "grpc_port": None,
+                        "url": f"http://127.0.0.1:18501/{PAYLOADS[1]}", "models": PAYLOADS,
+                        "repository": {p: f"/models/{p}" for p in PAYLOADS},
+                        "started": time.time()})
+    # Deployments and cluster jobs come from a cluster: their payloads are the REST's answer.
+    deployments = [{"name": f"{p}#{i}", "namespace": p, "kind": "Deployment", "image": p,
+                    "model_name": p, "port": 8501, "desired": 1, "ready": 0,
+                    "created": "2026-12-01T10:00:00Z", "user": p, "url": f"http://{p}"}
+                   for i, p in enumerate(PAYLOADS)]
+    cluster_jobs = [{"id": f"c{i}", "name": f"{p}#{i}", "namespace": p, "status": p,
+                     "pods": {p: p}, "nodes": {p: p}, "created": None, "user": p,
+                     "origin": "cluster", "backend": "kubernetes"} for i, p in enumerate(PAYLOADS)]
+    page.route("**/cellship/api/deployments*", lambda route: route.fulfill(
+        status=200, content_type="application/json",
+        body=json.dumps({"deployments": deployments, "count": len(deployments), "reason": None})))
+    page.route("**/cellship/api/jobs?*cluster=1*", lambda route: route.fulfill(
+        status=200, content_type="application/json",
+        body=json.dumps({"jobs": [], "count": 0, "total": 0, "cluster_jobs": cluster_jobs,
+                         "cluster_reason": PAYLOADS[0]})))
+    open_panel(page)
+    for i, payload in enumerate(PAYLOADS):
+        row = page.locator(f'.cs-cluster-job-row[data-job-id="c{i}"]')
+        row.wait_for(timeout=30_000)
+        assert row.locator(".cs-job-name").inner_text() == _visible(f"{payload}#{i}")
+        assert row.locator(".cs-pod").inner_text() == _visible(f"{payload}: {payload} on {payload}")
+    assert page.locator(".cs-cluster-reason").inner_text() == _visible(PAYLOADS[0])
+    _assert_inert(page)
+    shot(page, "hostile-cluster-jobs")
+    page.locator('.cs-tab[data-tab="servers"]').click()
+    server = page.locator(f'.cs-server-row[data-pid="{stand_in.pid}"]')
+    server.wait_for(timeout=30_000)
+    assert server.locator(".cs-server-models").inner_text() == _visible(", ".join(PAYLOADS))
+    assert _visible(PAYLOADS[1]) in server.locator(".cs-url").inner_text()
+    server.locator(".cs-stop").click()  # the dialog's body names the models, as text
+    assert _visible(PAYLOADS[0]) in page.locator(".jp-Dialog-body").inner_text()
+    assert page.locator(".jp-Dialog img, .jp-Dialog script, .jp-Dialog b").count() == 0
+    page.locator(".jp-Dialog button", has_text="Keep serving").click()
+    _assert_inert(page)
+    shot(page, "hostile-servers")
+    page.locator('.cs-tab[data-tab="deployments"]').click()
+    for i, payload in enumerate(PAYLOADS):
+        row = page.locator(".cs-deployment-row", has=page.locator(
+            ".cs-deployment-name", has_text=_visible(f"{payload}#{i}")))
+        row.first.wait_for(timeout=30_000)
+        assert row.first.locator(".cs-image").inner_text() == _visible(payload)
+    page.locator(".cs-undeploy").first.click()
+    assert _visible(PAYLOADS[0]) in page.locator(".jp-Dialog-body").inner_text()
+    page.locator(".jp-Dialog button", has_text="Keep it").click()
+    _assert_inert(page)
+    shot(page, "hostile-deployments")
+    page.unroute("**/cellship/api/deployments*")
+    page.unroute("**/cellship/api/jobs?*cluster=1*")

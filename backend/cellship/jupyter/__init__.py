@@ -1,7 +1,8 @@
 """The jupyter_server extension behind the JupyterLab panel: a REST API under
 ``/cellship/api/`` (the route table in :mod:`.routes`; one handler per endpoint, one
 module per resource: :mod:`.jobs`, :mod:`.logs`, :mod:`.batches`, :mod:`.models`,
-:mod:`.servers` (running ``cellship serve``), :mod:`.deployments` (Kubernetes), shared
+:mod:`.servers` (running ``cellship serve``), :mod:`.deployments` (Kubernetes), :mod:`.events`
+(the panel's push channel), shared
 pieces in :mod:`.base`; the contract in ``openapi.yaml``).
 
 Enabled on install: the wheel ships ``etc/jupyter/jupyter_server_config.d/cellship.json``.

@@ -8,6 +8,7 @@ empty, with a ``reason``: the panel shows the sentence, never a 500.
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -54,15 +55,23 @@ def _undeploy(name: str, namespace: str | None) -> dict[str, Any]:
             "message": result.summary()}
 
 
+def _namespace(given: str | None) -> str | None:
+    """The namespace asked for, else ``$CELLSHIP_K8S_NAMESPACE`` (where the jobs list looks
+    for cluster jobs too), else None: the context's."""
+    from cellship.kube.flags import ENV_DEFAULTS
+
+    return given or os.environ.get(ENV_DEFAULTS["namespace"]) or None
+
+
 class DeploymentsHandler(CellshipHandler):
     @tornado.web.authenticated
     async def get(self) -> None:
-        namespace = self.get_query_argument("namespace", None) or None
+        namespace = _namespace(self.get_query_argument("namespace", None))
         self.reply(await self.call(_deployment_list, namespace))
 
 
 class DeploymentHandler(CellshipHandler):
     @tornado.web.authenticated
     async def delete(self, name: str) -> None:
-        namespace = self.get_query_argument("namespace", None) or None
+        namespace = _namespace(self.get_query_argument("namespace", None))
         self.reply(await self.call(_undeploy, name, namespace))

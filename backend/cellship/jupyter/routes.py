@@ -1,6 +1,7 @@
 """The one route table of the REST API: every endpoint of ``openapi.yaml`` is here, each
 with its handler (one module per resource: :mod:`.jobs`, :mod:`.logs`, :mod:`.batches`,
-:mod:`.models`, :mod:`.servers`, :mod:`.deployments`; the version probe and the JSON 404 in :mod:`.base`)."""
+:mod:`.models`, :mod:`.servers`, :mod:`.deployments`, :mod:`.events` (the push channel);
+the version probe and the JSON 404 in :mod:`.base`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 from jupyter_server.utils import url_path_join
 
-from cellship.jupyter import base, batches, deployments, jobs, logs, models, servers
+from cellship.jupyter import base, batches, deployments, events, jobs, logs, models, servers
 
 PREFIX = "cellship/api"
 _ID = r"(?P<{}>[^/]+)"
@@ -32,6 +33,7 @@ ROUTES: list[tuple[str, type]] = [
     (f"servers/{_ID.format('pid')}/stop", servers.ServerStopHandler),
     ("deployments", deployments.DeploymentsHandler),
     (f"deployments/{_ID.format('name')}", deployments.DeploymentHandler),
+    ("events", events.EventsHandler),
     ("(?P<path>.*)", base.NotFoundHandler),  # last: a JSON 404 for anything else
 ]
 

@@ -44,7 +44,7 @@ def job_summary(record: JobRecord, user: str | None) -> dict[str, Any]:
         "id": record.id, "name": record.name, "status": record.status,
         "backend": record.backend, "user": user, "strategy": spec.get("strategy"),
         "workers": spec.get("workers"), "ps": spec.get("ps") or 0, "gpus": spec.get("gpus") or 0,
-        "replicas": [{"key": replica_key(r), "label": r.label, "state": r.state}
+        "replicas": [{"key": replica_key(r), "label": r.label, "state": r.state, "node": r.node}
                      for r in record.replicas],
         "created": iso(record.created), "started": iso(record.started),
         "ended": iso(record.ended), "duration": record.duration, "error": record.error,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -280,11 +280,13 @@ class ClusterJob:
     created: float | None
     user: str | None
     origin: str = "cluster"
+    nodes: Mapping[str, str | None] = field(default_factory=dict)  # replica -> spec.nodeName
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "namespace": self.namespace,
-                "status": self.status, "pods": dict(self.pods), "created": _iso(self.created),
-                "user": self.user, "origin": self.origin, "backend": "kubernetes"}
+                "status": self.status, "pods": dict(self.pods), "nodes": dict(self.nodes),
+                "created": _iso(self.created), "user": self.user, "origin": self.origin,
+                "backend": "kubernetes"}
 
 
 @dataclass(frozen=True)
@@ -349,7 +351,8 @@ def cluster_only_jobs(store: Store | None = None, status: str | None = None,
         return [], "cluster jobs not listed: listing them failed (see the traceback above)"
     found = [ClusterJob(id=r["id"], name=r["name"], namespace=r.get("namespace"),
                         status=r.get("status"), pods=dict(r.get("pods") or {}),
-                        created=r.get("created"), user=r.get("user"))
+                        created=r.get("created"), user=r.get("user"),
+                        nodes=dict(r.get("nodes") or {}))
              for r in outcome["rows"] if not r.get("known")]
     return [j for j in found if status is None or j.status == status], None
 
@@ -436,7 +439,7 @@ def _options_dict(kubernetes: Any) -> dict[str, Any] | None:
     to_dict = getattr(kubernetes, "to_dict", None)
     if to_dict is None:
         raise UsageError(f"kubernetes= must be a dict of Kubernetes options (e.g. "
-                         f"{{'image': 'tensorflow/tensorflow:2.16.1'}}), got "
+                         f"{{'image': 'registry.example.com/ml/train:1'}}), got "
                          f"{type(kubernetes).__name__}.")
     return to_dict()
 

@@ -64,7 +64,7 @@ def cluster_jobs(backend: "KubernetesBackend", namespace: str | None = None,
         if scope is not None and where != scope:
             continue
         rows.append({"id": record.id, "name": record.name, "namespace": where,
-                     "status": record.status, "pods": {}, "created": record.created,
+                     "status": record.status, "pods": {}, "nodes": {}, "created": record.created,
                      "known": True, "launcher": None, "object": None,
                      "user": _launch_state(record).get("user")})
     return sorted(rows, key=lambda r: r["created"] or 0.0, reverse=True)
