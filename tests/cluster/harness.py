@@ -100,6 +100,11 @@ class LocalCluster:
         return CONTEXT
 
     @property
+    def api_host(self) -> str:
+        """The apiserver's address (the bridge's gateway: reachable from pods and here)."""
+        return GATEWAY
+
+    @property
     def run_dir(self) -> Path:
         """containerd's state and socket: a short path (unix sockets allow 108 bytes)."""
         return Path("/run") / f"cellship-k8s-{self.workdir.name[-8:]}"
@@ -131,11 +136,12 @@ class LocalCluster:
     def _start(self, timeout: float) -> None:
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
         pki = self.workdir / "pki"
-        make_pki(pki)
+        make_pki(pki, host_ip=GATEWAY)
         self.token = os.urandom(16).hex()
         self._write_tokens(pki)
         self.api_port = free_port()
         self._write_kubeconfigs(pki)
+        self._network()  # the apiserver listens on the bridge's gateway address
         etcd_client, etcd_peer = free_port(), free_port()
         self._spawn("etcd", ["etcd", "--data-dir", str(self.workdir / "etcd"),
                              "--listen-client-urls", f"http://127.0.0.1:{etcd_client}",
@@ -159,7 +165,6 @@ class LocalCluster:
             str(self.binaries / "kube-scheduler"),
             "--kubeconfig", str(self.workdir / "admin.kubeconfig"),
             "--leader-elect=false", "--bind-address=127.0.0.1", "--port=0", "--secure-port=0"])
-        self._network()
         self._start_containerd(timeout)
         self._import_pause()
         self._start_kubelet()
@@ -206,7 +211,7 @@ class LocalCluster:
         return json.dumps({
             "apiVersion": "v1", "kind": "Config", "current-context": CONTEXT,
             "clusters": [{"name": CONTEXT, "cluster": {
-                "server": f"https://127.0.0.1:{self.api_port}",
+                "server": f"https://{GATEWAY}:{self.api_port}",
                 "certificate-authority": str(pki / "ca.crt")}}],
             "users": [{"name": user, "user": {"token": token}}],
             "contexts": [{"name": CONTEXT, "context": {"cluster": CONTEXT, "user": user,
@@ -244,7 +249,11 @@ class LocalCluster:
     def _apiserver_args(self, pki: Path, etcd_client: int) -> list[str]:
         return [str(self.binaries / "kube-apiserver"),
                 "--etcd-servers", f"http://127.0.0.1:{etcd_client}",
-                "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+                # On the bridge's gateway, as a real control plane is on the node network:
+                # pods reach it through the `kubernetes` Service (its endpoint is this
+                # address), this machine at the same address. Nothing outside the machine
+                # can (the bridge is this run's own).
+                f"--bind-address={GATEWAY}", f"--advertise-address={GATEWAY}",
                 "--secure-port", str(self.api_port),
                 "--tls-cert-file", str(pki / "apiserver.crt"),
                 "--tls-private-key-file", str(pki / "apiserver.key"),
@@ -255,7 +264,6 @@ class LocalCluster:
                 "--service-account-signing-key-file", str(pki / "sa.key"),
                 "--service-account-key-file", str(pki / "sa.pub"),
                 "--service-cluster-ip-range", SERVICE_RANGE,
-                "--endpoint-reconciler-type=none",
                 "--kubelet-preferred-address-types=Hostname,InternalIP",
                 "--allow-privileged=false", "--profiling=false"]
 

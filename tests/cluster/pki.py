@@ -14,14 +14,15 @@ def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
 
-def make_pki(directory: Path, service_ip: str = "10.0.0.1") -> None:
-    """A CA, the apiserver's serving certificate for 127.0.0.1 and the service-account
-    key pair (the apiserver verifies, the controller-manager signs)."""
+def make_pki(directory: Path, service_ip: str = "10.0.0.1", host_ip: str = "127.0.0.1") -> None:
+    """A CA, the apiserver's serving certificate for ``host_ip`` (where it listens), the
+    `kubernetes` Service's ``service_ip`` and names, and the service-account key pair (the
+    apiserver verifies, the controller-manager signs)."""
     directory.mkdir(parents=True, exist_ok=True)
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
              "-subj", "/CN=cellship-test-ca", "-keyout", "ca.key", "-out", "ca.crt", cwd=directory)
     (directory / "apiserver.ext").write_text(
-        f"subjectAltName=IP:127.0.0.1,IP:{service_ip},DNS:localhost,DNS:kubernetes,"
+        f"subjectAltName=IP:127.0.0.1,IP:{host_ip},IP:{service_ip},DNS:localhost,DNS:kubernetes,"
         "DNS:kubernetes.default,DNS:kubernetes.default.svc\n"
         "extendedKeyUsage=serverAuth\n")
     _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=kube-apiserver",

@@ -64,10 +64,11 @@ class LocalRegistry:
     root: Path
     process: subprocess.Popen = field(repr=False)
     log: Path
+    bind: str = "127.0.0.1"
 
     @property
     def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.bind}:{self.port}"
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -82,27 +83,30 @@ class LocalRegistry:
                 self.process.wait(5)
 
 
-def start_registry(root: Path, *, htpasswd: Path | None = None,
-                   token: dict | None = None) -> LocalRegistry:
-    """Start a registry (optionally with htpasswd or token auth) and wait for /v2/."""
+def start_registry(root: Path, *, htpasswd: Path | None = None, token: dict | None = None,
+                   bind: str = "127.0.0.1", storage: Path | None = None,
+                   name: str = "registry") -> LocalRegistry:
+    """Start a registry (optionally with htpasswd or token auth) and wait for /v2/.
+    ``storage``: another registry's data directory, shared (registries are stateless
+    over their storage, as replicas behind a load balancer are), served at ``bind``."""
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
     lines = ["version: 0.1", "log:", "  level: info", "storage:", "  filesystem:",
-             f"    rootdirectory: {root / 'data'}", "  delete:", "    enabled: true",
-             "http:", f"  addr: 127.0.0.1:{port}", "  secret: cellship-test-secret"]
+             f"    rootdirectory: {storage or root / 'data'}", "  delete:", "    enabled: true",
+             "http:", f"  addr: {bind}:{port}", "  secret: cellship-test-secret"]
     if htpasswd is not None:
         lines += ["auth:", "  htpasswd:", "    realm: cellship-test", f"    path: {htpasswd}"]
     if token is not None:
         lines += ["auth:", "  token:", f"    realm: {token['realm']}",
                   f"    service: {token['service']}", f"    issuer: {token['issuer']}",
                   f"    rootcertbundle: {token['cert']}"]
-    config = root / "config.yml"
+    config = root / f"{name}.yml"
     config.write_text("\n".join(lines) + "\n")
-    log = root / "registry.log"
+    log = root / f"{name}.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=out,
                                    stderr=subprocess.STDOUT, start_new_session=True)
-    registry = LocalRegistry(port, root, process, log)
+    registry = LocalRegistry(port, root, process, log, bind)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:

@@ -19,7 +19,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.cluster.harness import LocalCluster, build_binaries, missing_prerequisites
+from tests.cluster.harness import GATEWAY, LocalCluster, build_binaries, missing_prerequisites
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -101,24 +101,35 @@ def namespace(cluster: Cluster) -> Iterator[str]:
 class NodeRegistry:
     """A registry the node pulls from: push to ``f"{address}/name:tag"``, run that reference."""
 
-    address: str  # host:port, plain http
-    root: Path  # its storage and log
+    address: str  # host:port on 127.0.0.1, plain http
+    root: Path  # its storage and logs
+    pod_address: str  # the same registry (shared storage) on the bridge: pods push here
 
 
 @pytest.fixture(scope="session")
 def node_registry(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeRegistry]:
     """A plain-http registry (Debian's docker-registry on 127.0.0.1) the node pulls from: an
     image pushed to ``address/name:tag`` runs in a pod under that same reference, pulled
-    through the registry API by containerd (see tests/cluster/network_services.py)."""
+    through the registry API by containerd (see tests/cluster/network_services.py). A second
+    process serves the same storage on the bridge (``pod_address``), for pods that push."""
     from tests.integration import images_support
 
     if images_support.missing_tools("docker-registry"):
         pytest.skip("docker-registry is not installed (make system-deps)")
-    registry = images_support.start_registry(tmp_path_factory.mktemp("node-registry"))
-    cluster.local.pull_from(registry.host)
+    root = tmp_path_factory.mktemp("node-registry")
+    registry = images_support.start_registry(root)
     try:
-        yield NodeRegistry(registry.host, registry.root)
+        for_pods = images_support.start_registry(root, bind=GATEWAY,
+                                                 storage=root / "data", name="for-pods")
+    except BaseException:
+        registry.stop()
+        raise
+    for host in (registry.host, for_pods.host):
+        cluster.local.pull_from(host)
+    try:
+        yield NodeRegistry(registry.host, registry.root, for_pods.host)
     finally:
+        for_pods.stop()
         registry.stop()
 
 

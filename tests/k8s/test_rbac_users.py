@@ -59,7 +59,7 @@ def in_pod(monkeypatch, cluster, home: Path, user: str, namespace: str,
         token or cluster.local.service_account_token(namespace, ACCOUNT))
     monkeypatch.delenv("KUBECONFIG", raising=False)
     monkeypatch.setenv("HOME", str(home))  # no ~/.kube/config either
-    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", cluster.local.api_host)
     monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(cluster.local.api_port))
     monkeypatch.setenv(kube_client.SERVICE_ACCOUNT_ENV, str(directory))
     monkeypatch.setenv("JUPYTERHUB_USER", user)
