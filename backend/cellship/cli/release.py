@@ -19,7 +19,9 @@ def add_release_commands(sub: Any) -> None:
                      help="finish MODEL's interrupted release (its process was killed) instead: "
                           "its staged version is moved aside, what is served stays served")
     run.add_argument("--to", default="local", choices=("local", "kubernetes"),
-                     help="where to release: the local model repository (kubernetes: not built yet)")
+                     help="where to release: the local model repository, or a Kubernetes "
+                          "namespace (an image per version, a canary Deployment beside the "
+                          "serving one)")
     run.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
                      help="notebook parameter (repeatable; VALUE parsed as YAML)")
     run.add_argument("--gate", action="append", default=[], metavar="EXPR",
@@ -45,6 +47,24 @@ def add_release_commands(sub: Any) -> None:
     run.add_argument("--model-dir", default=None, metavar="DIR",
                      help="which SavedModel, when the notebook wrote several")
     run.add_argument("--kernel", default=None, help="Jupyter kernel to run the notebook with")
+    k8s = run.add_argument_group("--to kubernetes")
+    k8s.add_argument("--registry", default=None, metavar="HOST[:PORT][/PREFIX]",
+                     help="where the new version's image is pushed (the nodes pull it from there)")
+    k8s.add_argument("--base", default=None, metavar="IMAGE",
+                     help="the image the serving image is built on (python3; see --deps-from-base)")
+    k8s.add_argument("--deps-from-base", action="store_true", default=None,
+                     help="the base has TensorFlow and the server's requirements already")
+    _cluster_flags(k8s)
+    k8s.add_argument("--replicas", type=int, default=None, metavar="N",
+                     help="the new version's replicas once promoted (default 1)")
+    k8s.add_argument("--canary", type=float, default=None, metavar="PERCENT",
+                     help="the canary's replicas: ceil(N * PERCENT / 100) beside the serving "
+                          "version's (default 50); KServe: its canaryTrafficPercent")
+    k8s.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                     help="how long pods may take to be ready (default 300)")
+    k8s.add_argument("--pod-access", dest="reach", choices=("proxy", "direct"), default=None,
+                     help="how the canary's requests reach its pods: the API server's pod proxy "
+                          "(default) or the pod IPs")
     run.add_argument("--ci", choices=("github", "gitlab", "jenkins"), default=None,
                      help="write this CI's definition of the same release instead of running it")
     run.add_argument("--ci-output", default=None, metavar="PATH",
@@ -65,6 +85,30 @@ def add_release_commands(sub: Any) -> None:
                       help="the local model repository (default $CELLSHIP_HOME/models)")
     back.add_argument("--server", default=None, metavar="URL",
                       help="wait until this `cellship serve` serves VERSION")
+    back.add_argument("--target", choices=("local", "kubernetes"), default=None,
+                      help="where the model is released (default: where its last release went)")
+    _cluster_flags(back)
+
+
+def _cluster_flags(group: Any) -> None:
+    group.add_argument("-n", "--namespace", default=None,
+                       help="the namespace (default: the kubeconfig context's)")
+    group.add_argument("--context", default=None, help="the kubeconfig context")
+
+
+KUBERNETES_OPTIONS = ("registry", "base", "deps_from_base", "namespace", "context", "replicas",
+                      "canary", "timeout", "reach")
+
+
+def _kubernetes(args: argparse.Namespace) -> dict[str, Any]:
+    """The --to kubernetes options given (a UsageError when they come without it)."""
+    from cellship.errors import UsageError
+
+    given = {k: getattr(args, k) for k in KUBERNETES_OPTIONS if getattr(args, k) is not None}
+    if given and args.to != "kubernetes":
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise UsageError(f"{flags} go with --to kubernetes (this release goes to --to {args.to}).")
+    return given if args.to == "kubernetes" else {}
 
 
 def _say(text: str) -> None:
@@ -85,6 +129,10 @@ def _ci_argv(args: argparse.Namespace) -> list[str]:
             argv += [flag, value]
     if args.allow_signature_change:
         argv.append("--allow-signature-change")
+    for key, value in _kubernetes(args).items():
+        flag = "--pod-access" if key == "reach" else "--" + key.replace("_", "-")
+        argv += [flag] if value is True else [flag, f"{value:g}" if isinstance(value, float)
+                                              else str(value)]
     for flag, value, default in (("--canary-window", args.canary_window, 5.0),
                                  ("--max-error-rate", args.max_error_rate, 0.0),
                                  ("--max-p99-ms", args.max_p99_ms, 1000.0),
@@ -118,13 +166,14 @@ def cmd_release(args: argparse.Namespace) -> int:
         raise UsageError("--ci-output and --ci-secret go with --ci github|gitlab|jenkins.")
     from cellship.release.pipeline import release
 
+    kubernetes = _kubernetes(args)
     limits = CanaryLimits(window_s=args.canary_window, max_error_rate=args.max_error_rate,
                           max_p99_ms=args.max_p99_ms, max_difference=args.max_difference)
     outcome = release(args.notebook, model=args.model, to=args.to,
                       parameters=pairs_to_dict(args.parameter), gates=args.gate,
                       example=args.example, allow_signature_change=args.allow_signature_change,
                       repository=args.repository, server=args.server, limits=limits,
-                      model_dir=args.model_dir, kernel=args.kernel, say=_say)
+                      model_dir=args.model_dir, kernel=args.kernel, say=_say, **kubernetes)
     _say(outcome.summary())
     print(outcome.record.version)
     return 0
@@ -164,6 +213,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     from cellship.release.pipeline import rollback
 
     record = rollback(args.model, to=args.to, repository=args.repository, server=args.server,
+                      target=args.target, namespace=args.namespace, context=args.context,
                       say=_say)
     moved = ', '.join(record.details.get('moved_to', [])) or 'none'
     if record.details.get("finished"):

@@ -6,6 +6,9 @@ canary, promotion, and rollback by itself when a check fails (``cellship release
 - :mod:`.contract`  serving-signature differences between two versions
 - :mod:`.canary`    smoke test, answer comparison, error rate and p99 from /metrics
 - :mod:`.targets`   the Target interface and the local model repository target
+- :mod:`.kubernetes_target` ``--to kubernetes``: image per version, canary Deployment, promotion
+- :mod:`.kube_manifests` its objects and decisions (pure); :mod:`.kube_ops` its cluster calls;
+  :mod:`.kserve` the InferenceService variant; :mod:`.pods` requests to one pod (pod proxy)
 - :mod:`.records`   who releases; the release history as a table
 - :mod:`.pipeline`  the steps in order, the record, the cleanup; rollback
 - :mod:`.cigen`     GitHub Actions, GitLab CI and Jenkins definitions of the same release

@@ -109,11 +109,41 @@ def difference(new: Any, current: Any) -> float:
     return max((abs(x - y) for x, y in zip(a, b)), default=0.0)
 
 
-def p99_ms(metrics_text: str, model: str) -> tuple[int, int, float | None]:
-    """(requests, failed requests, p99 latency in ms) of ``model`` from a server's
-    Prometheus text, read with prometheus_client's own parser. The p99 is the upper bound
-    of the latency bucket holding the 99th percentile, as Prometheus' histogram_quantile
-    reads it without interpolation."""
+@dataclass(frozen=True)
+class Counts:
+    """What a server's /metrics says of one model so far: requests, failed requests and
+    the latency histogram (upper bound in seconds -> cumulative count)."""
+
+    total: int = 0
+    failed: int = 0
+    buckets: Mapping[float, float] = field(default_factory=dict)
+
+    def __add__(self, other: "Counts") -> "Counts":
+        bounds = set(self.buckets) | set(other.buckets)
+        return Counts(self.total + other.total, self.failed + other.failed,
+                      {b: self.buckets.get(b, 0.0) + other.buckets.get(b, 0.0) for b in bounds})
+
+    def __sub__(self, earlier: "Counts") -> "Counts":
+        """What happened between ``earlier`` and this reading of the same server."""
+        return Counts(self.total - earlier.total, self.failed - earlier.failed,
+                      {b: v - earlier.buckets.get(b, 0.0) for b, v in self.buckets.items()})
+
+    @property
+    def p99_ms(self) -> float | None:
+        """The upper bound of the latency bucket holding the 99th percentile, as
+        Prometheus' histogram_quantile reads it without interpolation (None: no requests)."""
+        count = self.buckets.get(math.inf, 0.0)
+        if not count:
+            return None
+        for bound in sorted(self.buckets):
+            if self.buckets[bound] >= 0.99 * count:
+                return bound * 1000.0
+        return None
+
+
+def read_counts(metrics_text: str, model: str) -> Counts:
+    """:class:`Counts` of ``model`` from a server's Prometheus text, read with
+    prometheus_client's own parser."""
     from prometheus_client.parser import text_string_to_metric_families
 
     total = failed = 0
@@ -129,13 +159,40 @@ def p99_ms(metrics_text: str, model: str) -> tuple[int, int, float | None]:
             elif sample.name == "cellship_serving_request_latency_seconds_bucket":
                 bound = float(sample.labels["le"])
                 buckets[bound] = buckets.get(bound, 0.0) + sample.value
-    count = buckets.get(math.inf, 0.0)
-    if not count:
-        return total, failed, None
-    for bound in sorted(buckets):
-        if buckets[bound] >= 0.99 * count:
-            return total, failed, bound * 1000.0
-    return total, failed, None
+    return Counts(total, failed, buckets)
+
+
+def p99_ms(metrics_text: str, model: str) -> tuple[int, int, float | None]:
+    """(requests, failed requests, p99 latency in ms) of ``model`` from a server's
+    Prometheus text (see :class:`Counts`)."""
+    counts = read_counts(metrics_text, model)
+    return counts.total, counts.failed, counts.p99_ms
+
+
+def judge(report: CanaryReport, limits: CanaryLimits) -> CanaryReport:
+    """``report`` with the first check it fails against ``limits`` named (difference, then
+    error rate, then p99), or as it is when it meets them all."""
+    diff, total, failed, p99 = report.difference, report.requests, report.errors, report.p99_ms
+    if limits.max_difference is not None and diff is not None and diff > limits.max_difference:
+        return replace(report, failed_check="difference",
+                       reason=f"its answer to the example differs from version {report.current}'s "
+                              f"by {diff:.6g} (more than --max-difference "
+                              f"{limits.max_difference:g})")
+    rate = failed / total if total else 0.0
+    if rate > limits.max_error_rate:
+        return replace(report, failed_check="error-rate",
+                       reason=f"{failed} of {total} requests failed ({rate:.1%}, more than "
+                              f"--max-error-rate {limits.max_error_rate:.1%})")
+    if p99 is not None and p99 > limits.max_p99_ms:
+        return replace(report, failed_check="p99",
+                       reason=f"its p99 latency was {p99:.1f} ms (more than --max-p99-ms "
+                              f"{limits.max_p99_ms:g})")
+    return report
+
+
+def verb_of(example: Mapping[str, Any]) -> str:
+    """The TF Serving verb a request body is for."""
+    return "predict" if ("instances" in example or "inputs" in example) else "regress"
 
 
 def _wait_available(url: str, versions: list[int], timeout: float) -> None:
@@ -174,7 +231,7 @@ def run_canary(canary_base: Path, model: str, new: int, current: int | None,
         if example is None:
             return CanaryReport(new, current, reason="no --example request: smoke test and "
                                 "window skipped")
-        verb = "predict" if ("instances" in example or "inputs" in example) else "regress"
+        verb = verb_of(example)
         code, answer = _post(f"{base}/versions/{new}:{verb}", example)
         if code != 200:
             said = answer.get("error", answer) if isinstance(answer, dict) else answer
@@ -192,19 +249,4 @@ def run_canary(canary_base: Path, model: str, new: int, current: int | None,
             _post(f"{base}/versions/{new}:{verb}", example)
         with urllib.request.urlopen(f"{server.url}/metrics", timeout=10) as response:
             total, failed, p99 = p99_ms(response.read().decode(), model)
-    report = CanaryReport(new, current, diff, total, failed, p99, answers=answers)
-    if limits.max_difference is not None and diff is not None and diff > limits.max_difference:
-        return replace(report, failed_check="difference",
-                            reason=f"its answer to the example differs from version {current}'s "
-                                   f"by {diff:.6g} (more than --max-difference "
-                                   f"{limits.max_difference:g})")
-    rate = failed / total if total else 0.0
-    if rate > limits.max_error_rate:
-        return replace(report, failed_check="error-rate",
-                            reason=f"{failed} of {total} requests failed ({rate:.1%}, more than "
-                                   f"--max-error-rate {limits.max_error_rate:.1%})")
-    if p99 is not None and p99 > limits.max_p99_ms:
-        return replace(report, failed_check="p99",
-                            reason=f"its p99 latency was {p99:.1f} ms (more than --max-p99-ms "
-                                   f"{limits.max_p99_ms:g})")
-    return report
+    return judge(CanaryReport(new, current, diff, total, failed, p99, answers=answers), limits)

@@ -34,13 +34,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from cellship.errors import ContractBroken, GateFailed, ReleaseBusy, ReleaseError
+from cellship.errors import (
+    CellshipError,
+    ContractBroken,
+    GateFailed,
+    ReleaseBusy,
+    ReleaseError,
+    UsageError,
+)
 from cellship.processes import pid_alive
 from cellship.release import contract
 from cellship.release import gates as gating
 from cellship.release.canary import CanaryLimits, CanaryReport
 from cellship.release.records import who
-from cellship.release.targets import Staged, Target, get_target
+from cellship.release.targets import Staged, Target, get_target, target_of_record
 from cellship.serve.export import check_name, choose, load_example, saved_models_of_run
 from cellship.store import ReleaseRecord, Store
 
@@ -75,21 +82,30 @@ def release(notebook: str | os.PathLike[str], *, model: str, to: str = "local",
             allow_signature_change: bool = False, repository: str | os.PathLike[str] | None = None,
             server: str | None = None, limits: CanaryLimits | None = None,
             model_dir: str | None = None, kernel: str | None = None,
-            say: Say = _quiet, store: Store | None = None) -> ReleaseOutcome:
+            say: Say = _quiet, store: Store | None = None, **kubernetes: Any) -> ReleaseOutcome:
     """Run ``notebook``, gate, stage, contract-check, canary and promote it as the next
     version of ``model``. Raises a :class:`ReleaseError` naming the step that stopped it;
-    the release is recorded either way (``cellship releases MODEL``)."""
+    the release is recorded either way (``cellship releases MODEL``).
+
+    ``to="kubernetes"`` takes the options of
+    :class:`~cellship.release.kubernetes_target.KubernetesTarget` as keywords: ``registry``
+    (required), ``base`` (required), ``namespace``, ``context``, ``replicas``, ``canary``
+    (percent), ``deps_from_base``, ``timeout``."""
     check_name(model)
     checked_gates = gating.parse_all(gates)  # bad input fails before anything runs
     request = load_example(example)
-    target = get_target(to, Path(repository) if repository else None, server)
     store = store or Store.default()
+    if kubernetes and to != "kubernetes":
+        raise UsageError(f"{', '.join(sorted(kubernetes))} only apply to to='kubernetes'.")
+    target = get_target(to, Path(repository) if repository else None, server, say=say,
+                        store=store, **kubernetes)
+    target.check(model)
     params = dict(parameters or {})
     record = ReleaseRecord(id=secrets.token_hex(4), kind="release", model=model, target=target.name,
                            outcome="running", user=who(), started=time.time(),
                            notebook=str(Path(notebook).resolve()), parameters=params,
                            gates=tuple({"gate": g.text} for g in checked_gates), pid=os.getpid(),
-                           details=_where(target))
+                           details=target.where())
     _begin(store, record)
     steps = _Steps(store, record, target, say)
     try:
@@ -104,12 +120,6 @@ def release(notebook: str | os.PathLike[str], *, model: str, to: str = "local",
     except BaseException as err:  # Ctrl-C, or a fault of ours: the record still says so
         steps.fail(steps.step, f"{type(err).__name__}: {err}" if str(err) else type(err).__name__)
         raise
-
-
-def _where(target: Target) -> dict[str, Any]:
-    """What a later process needs to find this release's files (:func:`resume`)."""
-    repository = getattr(target, "repository", None)
-    return {} if repository is None else {"repository": str(repository)}
 
 
 def _busy(running: ReleaseRecord) -> ReleaseBusy:
@@ -176,8 +186,7 @@ def _finish(store: Store, record: ReleaseRecord, how: str, say: Say,
     """Clean up one interrupted release (see :func:`resume`) and settle its record."""
     try:
         if target is None:
-            repository = record.details.get("repository")
-            target = get_target(record.target, Path(repository) if repository else None)
+            target = target_of_record(record.target, record.details, say=say, store=store)
         promoted, moved = target.finish_interrupted(record.model, record.id, record.version)
     except BaseException:
         store.update_release(record.id, outcome="interrupted")  # still to finish
@@ -286,7 +295,7 @@ class _Steps:
         self.staged = self.target.stage(chosen, model, rid, current=current, source=source,
                                         parameters=params, metrics=metrics, example=request)
         version = self.staged.model.version
-        self._update(version=version)
+        self._update(version=version, details=dict(self.staged.record))
         self.say(f"staged {model} version {version}: {self.staged.model.describe_signature()}")
         # 5. canary
         self._at("canary")
@@ -310,18 +319,28 @@ class _Steps:
         final = self.store.get_release(rid)
         return ReleaseOutcome(final, results, report)
 
-    def _reject(self) -> Path | None:
+    def _reject(self) -> Path | str | None:
         if self.staged is None:
             return None
-        staged, self.staged = self.staged, None
-        return self.target.reject(staged, self.record.id)
+        aside = self.target.reject(self.staged, self.record.id)
+        self.staged = None  # only once it is moved aside: a failed cleanup is retried
+        return aside
 
     def fail(self, step: str, reason: str) -> None:
-        """Settle the record of a release that stopped (unless the canary already did)."""
+        """Settle the record of a release that stopped (unless the canary already did).
+        When moving the staged version aside fails too (the cluster went away), the record
+        says ``interrupted``: ``--resume`` or ``rollback`` finishes it later."""
         if self.store.get_release(self.record.id).outcome != "running":
             return
-        aside = self._reject()
-        fields: dict[str, Any] = {"outcome": "failed", "failed_step": step, "reason": reason,
+        outcome = "failed"
+        version = self.staged.model.version if self.staged else None
+        try:
+            aside = self._reject()
+        except CellshipError as err:
+            aside, outcome = None, "interrupted"
+            reason += (f" Moving version {version} aside failed too ({err}); "
+                       f"`cellship release --resume {self.record.model}` finishes it.")
+        fields: dict[str, Any] = {"outcome": outcome, "failed_step": step, "reason": reason,
                                   "ended": time.time()}
         if aside is not None:
             fields["details"] = {"moved_to": str(aside)}
@@ -329,18 +348,22 @@ class _Steps:
 
 
 def rollback(model: str, *, to: int | None = None, repository: str | os.PathLike[str] | None = None,
-             server: str | None = None, target: str = "local",
-             store: Store | None = None, say: Say = _quiet) -> ReleaseRecord:
+             server: str | None = None, target: str | None = None,
+             store: Store | None = None, say: Say = _quiet, **kubernetes: Any) -> ReleaseRecord:
     """Serve version ``to`` of ``model`` again (default: the one before the current) in one
     step; the newer versions are moved aside, not deleted. Recorded like a release.
+
+    ``target``: where the model is released (default: where its last release went, with
+    the namespace, context and registry that release recorded; ``kubernetes`` keywords
+    such as ``namespace`` or ``context`` override those).
 
     Interrupted releases of ``model`` are finished first (:func:`resume`). When that was all
     there was to undo (no ``to`` given, and none of them had been promoted), the rollback
     stops there: the version served is the one served before the interrupted release, which
     is what going back from it means; going back one more version would undo a good one."""
     check_name(model)
-    chosen = get_target(target, Path(repository) if repository else None, server)
     store = store or Store.default()
+    chosen = _rollback_target(model, target, repository, server, store, say, kubernetes)
     record = ReleaseRecord(id=secrets.token_hex(4), kind="rollback", model=model,
                            target=chosen.name, outcome="running", user=who(),
                            started=time.time(), pid=os.getpid())
@@ -366,6 +389,25 @@ def rollback(model: str, *, to: int | None = None, repository: str | os.PathLike
     store.update_release(record.id, outcome="rollback", version=after, previous=before,
                          details={"moved_to": [str(p) for p in moved]}, ended=time.time())
     return store.get_release(record.id)
+
+
+def _rollback_target(model: str, name: str | None, repository: str | os.PathLike[str] | None,
+                     server: str | None, store: Store, say: Say,
+                     kubernetes: Mapping[str, Any]) -> Target:
+    """The target a rollback of ``model`` goes to (see :func:`rollback`)."""
+    last = next((r for r in reversed(store.list_releases(model))
+                 if r.kind == "release" and (name is None or r.target == name)), None)
+    name = name or (last.target if last is not None else "local")
+    given = {k: v for k, v in kubernetes.items() if v is not None}
+    if name == "kubernetes":
+        recorded = dict(last.details) if last is not None and last.target == name else {}
+        return target_of_record(name, {**recorded, **given}, say=say, store=store)
+    if given:
+        flags = ", ".join("--" + k.replace("_", "-") for k in sorted(given))
+        verb = "applies" if len(given) == 1 else "apply"
+        raise UsageError(f"{flags} only {verb} to a model released to Kubernetes; {model} is "
+                         f"released to the {name} target.")
+    return get_target(name, Path(repository) if repository else None, server)
 
 
 __all__ = ["release", "rollback", "resume", "history", "ReleaseOutcome", "CanaryLimits"]

@@ -52,12 +52,14 @@ def table(records: Sequence[ReleaseRecord]) -> str:
     """One line per release or rollback, oldest first."""
     if not records:
         return "no releases"
-    rows = [("ID", "VERSION", "OUTCOME", "STEP", "WHEN", "WHO", "NOTEBOOK", "PARAMETERS", "GATES")]
+    rows = [("ID", "VERSION", "OUTCOME", "STEP", "WHEN", "WHO", "NOTEBOOK", "PARAMETERS", "IMAGE",
+             "GATES")]
     for r in records:
         notebook = os.path.basename(r.notebook) if r.notebook else "-"
         outcome = r.outcome if r.kind == "release" else "rollback"
+        digest = str(r.details.get("digest") or "-")[:19]  # sha256: and 12 hex digits
         rows.append((r.id, _version(r), outcome, r.failed_step or "-", _when(r.started), r.user,
-                     notebook, _params(r), _gates(r)))
+                     notebook, _params(r), digest, _gates(r)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     return "\n".join("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:-1]))
                      + "  " + row[-1] for row in rows).rstrip()

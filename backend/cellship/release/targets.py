@@ -2,9 +2,10 @@
 
 A target knows four things: which version it serves now, how to stage a new version where
 nothing serves it yet, how to canary it, and how to promote it or move it aside. The
-pipeline (:mod:`cellship.release.pipeline`) owns the order, the record and the cleanup; a
+pipeline (:mod:`cellship.release.pipeline`) owns the order, the record and the cleanup; the
 Kubernetes target (image build and push, a canary Deployment beside the serving one,
-traffic by replica ratio) slots in as another :class:`Target`.
+traffic by replica ratio: :mod:`cellship.release.kubernetes_target`) is another
+:class:`Target`.
 
 The local target is the model repository ``cellship serve`` reads (TF Serving's layout,
 ``MODEL/<version>/``). The version served by default is the newest one on disk: that is
@@ -22,9 +23,9 @@ import os
 import time
 import urllib.request
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from cellship.errors import ReleaseError, UsageError
 from cellship.release.canary import CanaryLimits, CanaryReport, run_canary
@@ -45,12 +46,22 @@ class Staged:
 
     model: ModelVersion
     canary_dir: Path  # the canary repository it lives in until promoted or moved aside
+    record: Mapping[str, Any] = field(default_factory=dict)  # kept in the release record
 
 
 class Target(ABC):
     """One place a release can go (see the module's docstring)."""
 
     name: str
+
+    def check(self, model: str) -> str:
+        """Refuse a model this target cannot release (before anything runs)."""
+        return model
+
+    def where(self) -> dict[str, Any]:
+        """What a later process needs to find this target again (kept in the release
+        record's details; :func:`target_of_record` reads it back)."""
+        return {}
 
     @abstractmethod
     def current(self, model: str) -> ModelVersion | None:
@@ -76,17 +87,18 @@ class Target(ABC):
         """Make the staged version the one served by default."""
 
     @abstractmethod
-    def reject(self, staged: Staged, release_id: str) -> Path:
+    def reject(self, staged: Staged, release_id: str) -> Path | str:
         """Move the staged version aside (never delete it); where it went."""
 
     @abstractmethod
-    def rollback(self, model: str, to: int | None, release_id: str) -> tuple[int, int, list[Path]]:
+    def rollback(self, model: str, to: int | None,
+                 release_id: str) -> tuple[int, int, Sequence[Path | str]]:
         """Serve version ``to`` (default: the one before the current) again: (from, to,
         where the newer versions went)."""
 
     @abstractmethod
     def finish_interrupted(self, model: str, release_id: str,
-                           version: int | None) -> tuple[bool, list[Path]]:
+                           version: int | None) -> tuple[bool, Sequence[Path | str]]:
         """Clean up after release ``release_id``, whose process ended mid-release: (whether
         its version ``version`` had been promoted already, where what it left went)."""
 
@@ -101,6 +113,9 @@ class LocalTarget(Target):
         self.repository = Path(repository).expanduser().resolve() if repository else root()
         self.server = server.rstrip("/") if server else None
         self.load_timeout_s = load_timeout_s
+
+    def where(self) -> dict[str, Any]:
+        return {"repository": str(self.repository)}
 
     def base(self, model: str) -> Path:
         return self.repository / model
@@ -263,12 +278,24 @@ class LocalTarget(Target):
                            "promote")
 
 
-def get_target(name: str, repository: Path | None = None, server: str | None = None) -> Target:
-    """The target ``--to`` names."""
+def get_target(name: str, repository: Path | None = None, server: str | None = None,
+               **kubernetes: Any) -> Target:
+    """The target ``--to`` names; ``kubernetes``: the options of
+    :class:`cellship.release.kubernetes_target.KubernetesTarget` (registry, base, ...)."""
     if name == "local":
         return LocalTarget(repository, server)
     if name == "kubernetes":
-        raise UsageError("--to kubernetes is not built yet (image build and push, a canary "
-                         "Deployment beside the serving one, traffic by replica ratio): issue 14 "
-                         "tracks it; use --to local meanwhile.")
-    raise UsageError(f"Unknown release target {name!r}: use --to local (or, once built, kubernetes).")
+        from cellship.release.kubernetes_target import KubernetesTarget
+
+        return KubernetesTarget.from_options(**kubernetes)
+    raise UsageError(f"Unknown release target {name!r}: use --to local or --to kubernetes.")
+
+
+def target_of_record(name: str, details: Mapping[str, Any], **more: Any) -> Target:
+    """The target a recorded release went to, from what :meth:`Target.where` kept."""
+    if name == "kubernetes":
+        from cellship.release.kubernetes_target import KubernetesTarget
+
+        return KubernetesTarget.from_record(details, **more)
+    repository = details.get("repository")
+    return get_target(name, Path(repository) if repository else None)

@@ -66,8 +66,14 @@ def test_who_is_the_hub_user_when_there_is_one(monkeypatch):
     assert records.who() and records.who() != "maria"
 
 
-def test_kubernetes_is_refused_naming_the_issue():
+def test_kubernetes_needs_a_registry_and_a_base():
     from cellship.release.targets import get_target
 
-    with pytest.raises(UsageError, match="not built yet.*issue 14"):
+    with pytest.raises(UsageError, match="needs --registry"):
         get_target("kubernetes")
+    with pytest.raises(UsageError, match="needs --base"):
+        get_target("kubernetes", registry="127.0.0.1:5000")
+    target = get_target("kubernetes", registry="127.0.0.1:5000/team/", base="b/p:1",
+                        replicas=4, canary=25, namespace=None)
+    assert (target.name, target.registry, target.canary_pods) == ("kubernetes",
+                                                                  "127.0.0.1:5000/team", 1)
