@@ -218,7 +218,7 @@ class CellshipMagics(Magics):
             %%train --workers 2
             %%train --workers 2 --ps 1 --max-restarts 1 --name digits
             %%train --ship X_train,y_train --dry-run
-            %%train --backend kubernetes --image tensorflow/tensorflow:2.16.1 --workers 2 --gpus 1
+            %%train --backend kubernetes --registry registry.example.com/ml --workers 2 --gpus 1
         """
         args = _parse(self.train, line, option_names() + ["--tf-noise"])
         spec = spec_from_args(args)

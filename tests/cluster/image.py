@@ -55,7 +55,7 @@ from tests.integration import images_support
 REPOSITORY = "cellship.test/train"
 BASE_PYTHON = "3.11"  # bookworm's python3: the dependency layer is made for it
 # What pods need besides the server's requirements (pydeps.serving_requirements adds those).
-TRAINING = ("tensorboard", "scikit-learn", "papermill", "ipykernel", "nbclient", "nbformat", "cloudpickle")
+TRAINING = ("tensorboard", "scikit-learn", "papermill", "ipykernel", "nbclient", "nbformat", "cloudpickle", "boto3")
 NO_DEPS = ("tf-keras", *pydeps.SERVING_NO_DEPS)
 PTH = f"usr/local/lib/python{BASE_PYTHON}/dist-packages/cellship-site.pth"
 ENV = {"HOME": "/tmp", "PYTHONUNBUFFERED": "1"}

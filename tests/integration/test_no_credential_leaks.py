@@ -228,3 +228,126 @@ def test_no_secret_in_outputs_store_layers_or_manifests(world) -> None:
     found += leaks_under(root, skip=(world["home"], world["registry"].root, world["docker"],
                                      wrong, root / "kubeconfig", root / "htpasswd"))
     assert found == []
+
+
+# -- object storage keys -----------------------------------------------------------------------
+class SecretAPIServer:
+    """An API server stand-in that holds one Secret (an object store's keys) and accepts
+    every create (echoed back with a uid), recording what it was sent; other reads are 404
+    or empty lists."""
+
+    def __init__(self, secret: dict) -> None:
+        self.bodies: list[bytes] = []
+        self.paths: list[str] = []
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _send(self, code: int, body: dict) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                path = urllib.parse.urlparse(self.path).path
+                owner.paths.append(f"GET {path}")
+                name = secret["metadata"]["name"]
+                if path == f"/api/v1/namespaces/ml/secrets/{name}":
+                    return self._send(200, secret)
+                last = path.rstrip("/").rsplit("/", 1)[-1]
+                if last in ("pods", "configmaps", "services", "events", "jobs"):
+                    return self._send(200, {"kind": "List", "apiVersion": "v1",
+                                            "metadata": {"resourceVersion": "1"}, "items": []})
+                self._send(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                 "message": "not found", "reason": "NotFound", "code": 404})
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length)
+                owner.bodies.append(raw)
+                owner.paths.append(f"POST {self.path}")
+                body = json.loads(raw or b"{}")
+                body.setdefault("metadata", {})["uid"] = uuid.uuid4().hex
+                self._send(201, body)
+
+            do_PUT = do_PATCH = do_DELETE = do_GET
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_no_object_store_key_leaves_the_secret_or_the_users_environment(tmp_path: Path) -> None:
+    """An s3:// job: the Secret's keys reach the store (submit's access check writes its
+    probe) but no manifest, ConfigMap, output or job store; the user's own AWS keys in the
+    environment and ~/.aws are never copied anywhere either."""
+    from tests import s3_server
+
+    server = s3_server.start(tmp_path / "s3")
+    user_secret = f"user-aws-{uuid.uuid4().hex}"
+    try:
+        server.bucket("leaks")
+        secret = {"apiVersion": "v1", "kind": "Secret",
+                  "metadata": {"name": "s3-creds", "namespace": "ml"},
+                  "data": {k: base64.b64encode(v.encode()).decode() for k, v in server.env().items()}}
+        api = SecretAPIServer(secret)
+        try:
+            kubeconfig = tmp_path / "kubeconfig"
+            kubeconfig.write_text(json.dumps({
+                "apiVersion": "v1", "kind": "Config", "current-context": "s3",
+                "clusters": [{"name": "c", "cluster": {"server": api.url}}],
+                "users": [{"name": "u", "user": {"token": TOKEN}}],
+                "contexts": [{"name": "s3", "context": {"cluster": "c", "user": "u",
+                                                        "namespace": "ml"}}]}))
+            aws = tmp_path / "aws"
+            aws.mkdir()
+            (aws / "credentials").write_text(f"[default]\naws_access_key_id = AKUSER\n"
+                                             f"aws_secret_access_key = {user_secret}\n")
+            home = tmp_path / "cellship-home"
+            env = os.environ | {"KUBECONFIG": str(kubeconfig), "CELLSHIP_HOME": str(home),
+                                "CELLSHIP_K8S_CONTEXT": "s3", "AWS_SECRET_ACCESS_KEY": user_secret,
+                                "AWS_ACCESS_KEY_ID": "AKUSER",
+                                "AWS_SHARED_CREDENTIALS_FILE": str(aws / "credentials")}
+            script = tmp_path / "train.py"
+            script.write_text("print('hello')\n")
+            flags = ["--backend", "kubernetes", "--image", "tf:test", "--k8s-output-dir",
+                     "s3://leaks/run", "--storage-secret", "s3-creds"]
+            world = {"env": env, "root": tmp_path}
+            runs = {"dry run": _cli(world, "train", str(script), *flags, "--dry-run"),
+                    "train": _cli(world, "train", str(script), *flags, "--detach")}
+        finally:
+            api.stop()
+        outcome = {name: (done.returncode, done.stderr[-600:]) for name, done in runs.items()}
+        assert all(done.returncode == 0 for done in runs.values()), outcome
+        assert "secretKeyRef" in runs["dry run"].stdout
+        assert any(p.startswith("POST") and p.endswith("/pods") for p in api.paths), api.paths
+        # The access check read the Secret (through the kubeconfig) and used its keys on the
+        # store: a wrong key would have stopped the submit before any pod was posted.
+        assert "GET /api/v1/namespaces/ml/secrets/s3-creds" in api.paths, api.paths
+        sent = b"\n".join(api.bodies)
+        assert b"secretKeyRef" in sent and b"s3-creds" in sent
+        needles = {"the Secret's secret key": server.secret_key, "the user's AWS key": user_secret}
+        found = []
+        for what, value in needles.items():
+            forms_of = forms(value)
+            for where, data in [("objects sent to the API server", sent),
+                                *[(f"{n} stdout", d.stdout.encode()) for n, d in runs.items()],
+                                *[(f"{n} stderr", d.stderr.encode()) for n, d in runs.items()]]:
+                if any(f in data for f in forms_of):
+                    found.append(f"{what} in {where}")
+            for path in sorted(home.rglob("*")):
+                if path.is_file() and any(f in path.read_bytes() for f in forms_of):
+                    found.append(f"{what} in {path.relative_to(home)}")
+        assert list(home.rglob("*.db")), "the job store was written"
+        assert found == []
+    finally:
+        server.stop()

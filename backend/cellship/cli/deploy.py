@@ -27,8 +27,10 @@ def add_deploy_commands(sub: Any) -> None:
                     "served model on Kubernetes, wait until it is ready and print how to reach "
                     "it. Deploying an existing NAME rolls out the new image.")
     deploy.add_argument("target", metavar="MODEL_OR_IMAGE",
-                        help="an image reference (registry/repo:tag), or a model of the "
-                             "repository together with --base and --tag to build it first")
+                        help="an image reference (registry/repo:tag), a model of the "
+                             "repository together with --base and --tag to build it first, "
+                             "or an s3://BUCKET/PREFIX SavedModel served by --image with no "
+                             "build")
     deploy.add_argument("--name", required=True,
                         help="name of the Deployment and Service (a DNS label, e.g. digits)")
     deploy.add_argument("--replicas", type=int, default=1, help="server pods (default 1)")
@@ -71,6 +73,12 @@ def add_deploy_commands(sub: Any) -> None:
     deploy.add_argument("--tag", default=None, metavar="REF",
                         help="with a model: push the built image here (the nodes must be able "
                              "to pull it)")
+    deploy.add_argument("--image", default=None, metavar="IMAGE",
+                        help="with an s3:// model: the server image (cellship and boto3 in it); "
+                             "its pods download the model first")
+    deploy.add_argument("--storage-secret", default=None, metavar="NAME",
+                        help="with an s3:// model: the Secret with the store's "
+                             "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL")
     deploy.add_argument("--json", action="store_true", help="print the result as JSON")
     deploy.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
 
@@ -105,7 +113,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
                         image_pull_secrets=args.image_pull_secret, env=parse_env(args.env),
                         volumes=args.volume, run_as_user=args.run_as_user, kind=args.kind,
                         wait=args.wait, timeout=args.timeout, base=args.base, tag=args.tag,
-                        progress=progress)
+                        progress=progress, image=args.image, storage_secret=args.storage_secret)
     except KeyboardInterrupt:
         print(f"\ncellship: stopped waiting; {args.name} keeps rolling out in the cluster "
               "(`cellship deployments` shows it, `cellship undeploy` removes it)",

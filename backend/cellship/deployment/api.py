@@ -24,7 +24,16 @@ from cellship.deployment.rollout import (
     wait_pods_gone,
     wait_ready,
 )
-from cellship.deployment.source import IMAGE, build_image, classify, inspect_image, needs_image_message
+from cellship.deployment.source import (
+    IMAGE,
+    MODELS_DIR,
+    S3,
+    build_image,
+    check_s3_model,
+    classify,
+    inspect_image,
+    needs_image_message,
+)
 from cellship.deployment.spec import KINDS, PORT, DeploySpec, VolumeMount, check_name, parse_pull_policy
 from cellship.errors import CellshipError, UsageError
 from cellship.kube import client as kube_client
@@ -154,7 +163,8 @@ def deploy(model_or_image: str, name: str, *, replicas: int = 1, namespace: str 
            wait: bool = True, timeout: float = 300.0, base: str | None = None,
            tag: str | None = None, build_kind: str | None = None,
            progress: Progress | None = None, client: KubeAPI | None = None,
-           poll: float = 1.0) -> DeployResult:
+           poll: float = 1.0, image: str | None = None,
+           storage_secret: str | None = None) -> DeployResult:
     """Serve ``model_or_image`` on Kubernetes as ``name`` (created, or updated if it exists).
 
     ``model_or_image`` is an image that serves a model (``cellship build`` makes one), or a
@@ -165,6 +175,10 @@ def deploy(model_or_image: str, name: str, *, replicas: int = 1, namespace: str 
     (KServe InferenceService where its CRD exists, else Deployment + Service),
     ``deployment`` or ``kserve``. With ``wait``, returns once every replica is ready, or
     raises DeployFailed (with the pods' diagnosis) / DeployTimeout.
+
+    ``model_or_image`` may also be an ``s3://`` SavedModel: served with no image build by
+    ``image`` (one with cellship and boto3), whose pods download it first with the keys of
+    the Secret ``storage_secret`` (checked before anything is made).
     """
     say = progress or _quiet
     check_name(name)
@@ -176,13 +190,24 @@ def deploy(model_or_image: str, name: str, *, replicas: int = 1, namespace: str 
         raise UsageError(f"--timeout must be > 0 seconds, got {timeout}.")
     mounts = tuple(v if isinstance(v, VolumeMount) else VolumeMount.parse(v) for v in volumes)
     source = classify(model_or_image)
-    if source.kind != IMAGE and not (base and tag):
+    if source.kind == S3:
+        if not image or base or tag:
+            raise UsageError(f"Serving {source.ref} straight from object storage needs --image "
+                             "(an image with cellship and boto3, whose `cellship serve` runs the "
+                             "model its pods download) and no --base/--tag: nothing is built.")
+        client = client or kube_client.connect(context)
+        check_s3_model(client, client.namespace(namespace), source.ref, storage_secret)
+        model_name = model_name or source.model_name
+        model_path = f"{MODELS_DIR}/{model_name}"
+    elif source.kind != IMAGE and not (base and tag):
         raise UsageError(needs_image_message(source, name))
     if source.kind == IMAGE and (base or tag):
         raise UsageError(f"--base and --tag build a model into an image, but {model_or_image!r} "
                          "is an image already: drop them (or name a model to build).")
     client = client or kube_client.connect(context)
-    if source.kind == IMAGE:
+    if source.kind == S3:
+        assert image and model_name  # set above
+    elif source.kind == IMAGE:
         image = model_or_image
         if model_name is None and model_path is not None:
             model_name = _name_of_path(model_path)
@@ -202,7 +227,8 @@ def deploy(model_or_image: str, name: str, *, replicas: int = 1, namespace: str 
         memory=memory, cpu_limit=cpu_limit, memory_limit=memory_limit, gpus=gpus,
         image_pull_policy=parse_pull_policy(image_pull_policy),
         image_pull_secrets=tuple(image_pull_secrets), env=dict(env or {}), volumes=mounts,
-        run_as_user=run_as_user, python=python)
+        run_as_user=run_as_user, python=python,
+        model_url=source.ref if source.kind == S3 else None, storage_secret=storage_secret)
     chosen = _choose_kind(client, spec, kind)
     if chosen == ISVC:
         action, obj = _apply_inference_service(client, spec)

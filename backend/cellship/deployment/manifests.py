@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from cellship.deployment.source import with_download_step
 from cellship.deployment.spec import DeploySpec
 from cellship.kube import meta, podspec
 from cellship.kube.kinds import INFERENCE_SERVICE
@@ -43,8 +44,8 @@ GRACE_SECONDS = 15  # long enough to answer in-flight requests, short enough for
 
 
 def labels(spec: DeploySpec) -> dict[str, str]:
-    return managed_labels() | {LABEL_DEPLOYMENT: spec.name,
-                               LABEL_MODEL: label_value(spec.model_name)}
+    return managed_labels() | dict(spec.extra_labels) | {
+        LABEL_DEPLOYMENT: spec.name, LABEL_MODEL: label_value(spec.model_name)}
 
 
 def selector(name: str) -> str:
@@ -54,7 +55,8 @@ def selector(name: str) -> str:
 
 def model_annotations(spec: DeploySpec) -> dict[str, str]:
     """What ``cellship deployments`` needs later without inspecting the image again."""
-    return {ANNOTATION_MODEL: spec.model_name, ANNOTATION_PORT: str(spec.port)}
+    return dict(spec.extra_annotations) | {ANNOTATION_MODEL: spec.model_name,
+                                           ANNOTATION_PORT: str(spec.port)}
 
 
 def status_path(model_name: str) -> str:
@@ -119,10 +121,12 @@ def container(spec: DeploySpec, name: str = CONTAINER) -> dict[str, Any]:
 
 def pod_spec(spec: DeploySpec, container_name: str = CONTAINER) -> dict[str, Any]:
     vols, _ = volumes(spec)
-    return podspec.pod_spec([container(spec, container_name)], run_as_user=spec.run_as_user,
+    body = podspec.pod_spec([container(spec, container_name)], run_as_user=spec.run_as_user,
                             volumes=vols, grace_seconds=GRACE_SECONDS,
                             scheduling=podspec.Scheduling(
                                 image_pull_secrets=tuple(spec.image_pull_secrets)))
+    return with_download_step(body, spec.model_url, spec.model_name, spec.storage_secret,
+                              spec.python)
 
 
 def deployment(spec: DeploySpec) -> dict[str, Any]:
@@ -143,20 +147,30 @@ def deployment(spec: DeploySpec) -> dict[str, Any]:
     }
 
 
-def service(spec: DeploySpec, owner: Mapping[str, Any]) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": spec.name, "namespace": spec.namespace, "labels": labels(spec),
-                         "annotations": model_annotations(spec),
-                         "ownerReferences": [meta.owner_reference(owner, controller=True)]},
-            "spec": {"type": "ClusterIP", "selector": {LABEL_DEPLOYMENT: spec.name},
+def service(spec: DeploySpec, owner: Mapping[str, Any] | None,
+            pod_selector: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The Service of ``spec``'s pods, owned by the Deployment ``owner``. ``owner`` None and
+    a ``pod_selector``: a Service that outlives any one Deployment and selects the pods of
+    several (``cellship release``: one Service over a model's serving and canary versions)."""
+    metadata: dict[str, Any] = {"name": spec.name, "namespace": spec.namespace,
+                                "labels": labels(spec), "annotations": model_annotations(spec)}
+    if owner is not None:
+        metadata["ownerReferences"] = [meta.owner_reference(owner, controller=True)]
+    chosen = dict(pod_selector) if pod_selector else {LABEL_DEPLOYMENT: spec.name}
+    return {"apiVersion": "v1", "kind": "Service", "metadata": metadata,
+            "spec": {"type": "ClusterIP", "selector": chosen,
                      "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": spec.port,
                                 "protocol": "TCP"}]}}
 
 
-def inference_service(spec: DeploySpec) -> dict[str, Any]:
-    """A KServe InferenceService whose predictor is the image as a custom container."""
+def inference_service(spec: DeploySpec, canary_percent: int | None = None) -> dict[str, Any]:
+    """A KServe InferenceService whose predictor is the image as a custom container.
+    ``canary_percent``: KServe's ``canaryTrafficPercent``, the share of traffic its newest
+    revision (this spec's image) gets while the previous one keeps the rest."""
     predictor = pod_spec(spec, KSERVE_CONTAINER)
     predictor |= {"minReplicas": spec.replicas, "maxReplicas": spec.replicas}
+    if canary_percent is not None:
+        predictor["canaryTrafficPercent"] = canary_percent
     return {"apiVersion": INFERENCE_SERVICE.api_version, "kind": INFERENCE_SERVICE.kind,
             "metadata": {"name": spec.name, "namespace": spec.namespace, "labels": labels(spec),
                          "annotations": model_annotations(spec)},

@@ -11,6 +11,14 @@ start TF Serving or cellship's server on 8501, with labels ``io.cellship.model``
 and one small config blob) to learn the model name for the probe and URL paths. That is
 only done when no model name was given, so images that live only on the nodes (pull
 policy Never) or behind a registry this machine cannot reach deploy with ``--model-name``.
+
+A model in object storage (``s3://bucket/prefix/digits``, a SavedModel a cluster job wrote
+with ``--k8s-output-dir s3://...``) is served with no image build: the Deployment's pods
+get an init step (:func:`download_step`) that downloads the prefix into an emptyDir with
+the keys of ``--storage-secret`` (env from ``secretKeyRef``, in the init container only),
+and the server container, ``--image`` with cellship and boto3 in it, runs ``cellship serve``
+on that folder. On KServe the predictor's ``storageUri`` is the URL and KServe's storage
+initializer downloads it (with the credentials KServe's own service account gives it).
 """
 
 from __future__ import annotations
@@ -18,12 +26,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 from cellship.errors import CellshipError, UsageError
 
 IMAGE = "image"
 MODEL = "model"
+S3 = "s3"  # ``ref`` is an s3:// URL of a SavedModel (or of a folder of versions)
+MODELS_DIR = "/models"  # where the init step puts an s3:// model in the server's pods
 EXAMPLE_BASE = "tensorflow/serving:2.14.1"
 
 
@@ -50,7 +60,12 @@ def classify(text: str) -> Source:
     """A model (repository name or directory) or an image reference; else a UsageError
     saying which of the two was expected."""
     from cellship.serve import export as models
+    from cellship.storage.url import is_s3
+    from cellship.storage.url import parse as parse_s3
 
+    if is_s3(text):
+        url = parse_s3(text, "The model location")
+        return Source(S3, str(url), url.name)
     path = Path(text).expanduser()
     looks_like_path = os.sep in text and (text.startswith((".", "~", os.sep)) or path.exists())
     if looks_like_path and path.is_dir():
@@ -76,6 +91,66 @@ def _plain_name(text: str) -> bool:
     from cellship.serve.export import _NAME_RE
 
     return bool(_NAME_RE.match(text))
+
+
+def download_step(url: str, model_name: str, image: str, secret: str, python: str,
+                  pull_policy: str | None) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(init container, volume, server mount) that bring ``url`` into
+    ``/models/<model_name>`` before the server starts."""
+    from cellship.kube import podspec
+    from cellship.storage.credentials import secret_env
+
+    target = f"{MODELS_DIR}/{model_name}"
+    init = podspec.container(
+        "download-model", image, command=[python, "-m", "cellship.storage", "download", url, target],
+        env={"PYTHONUNBUFFERED": "1"}, mounts=[{"name": "model", "mountPath": MODELS_DIR}],
+        pull_policy=pull_policy)
+    init["env"] = list(init.get("env") or []) + secret_env(secret)
+    volume = {"name": "model", "emptyDir": {}}
+    mount = {"name": "model", "mountPath": MODELS_DIR, "readOnly": True}
+    return init, volume, mount
+
+
+def with_download_step(pod: dict[str, Any], url: str | None, model_name: str, secret: str | None,
+                       python: str = "python3") -> dict[str, Any]:
+    """A server pod spec with the init step of an s3:// model (unchanged without one)."""
+    if not url:
+        return pod
+    server = pod["containers"][0]
+    init, volume, mount = download_step(url, model_name, server["image"], secret or "", python,
+                                        server.get("imagePullPolicy"))
+    pod["initContainers"] = [init]
+    pod["volumes"] = list(pod.get("volumes") or []) + [volume]
+    server["volumeMounts"] = list(server.get("volumeMounts") or []) + [mount]
+    return pod
+
+
+def check_s3_model(client: Any, namespace: str, url: str, secret: str | None) -> None:
+    """Before any object is made: the Secret's keys may read ``url``, and it holds a
+    SavedModel (a ``saved_model.pb``, itself or in version folders)."""
+    from cellship.storage import client as store
+    from cellship.storage import credentials, sync
+    from cellship.storage.url import parse as parse_s3
+
+    if not secret:
+        raise UsageError(f"Serving {url} needs --storage-secret NAME: the Secret (in the "
+                         "deployment's namespace) with the store's AWS_ACCESS_KEY_ID, "
+                         "AWS_SECRET_ACCESS_KEY and AWS_ENDPOINT_URL, which the pods' download "
+                         "step reads.")
+    where = parse_s3(url)
+    found = credentials.read_secret(client, namespace, secret)
+    s3 = store.connect(found)
+    store.check_access(s3, where, found, write=False)
+    try:
+        names = sync.remote_names(sync.listing(s3, where))
+    except store.store_errors() as err:
+        raise store.explain(err, where, found, "list") from None
+    if not any(n == "saved_model.pb" or n.endswith("/saved_model.pb") for n in names):
+        listed = ", ".join(names[:5]) or "no objects at all"
+        raise UsageError(f"{url} holds no SavedModel (no saved_model.pb under it; it holds "
+                         f"{listed}). Give the folder of the model, e.g. "
+                         f"s3://{where.bucket}/PREFIX/digits, as a job's cellship.job.save(model, "
+                         "'digits') writes it.")
 
 
 def needs_image_message(source: Source, name: str) -> str:

@@ -70,6 +70,14 @@ class DeploySpec:
     volumes: tuple[VolumeMount, ...] = ()
     run_as_user: int = 1000
     python: str = "python3"
+    # An s3:// SavedModel, downloaded into model_path by an init step (deployment/source.py)
+    # with the keys of the Secret storage_secret.
+    model_url: str | None = None
+    storage_secret: str | None = None
+    # More labels and annotations on the Deployment and its pods (``cellship release``
+    # marks each version's Deployment with the model, version and release it belongs to).
+    extra_labels: Mapping[str, str] = field(default_factory=dict)
+    extra_annotations: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_name(self.name)

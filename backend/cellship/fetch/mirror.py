@@ -1,5 +1,6 @@
 """A running job's TensorBoard logdir, kept fresh at home: every few seconds the new bytes
-of its event files are appended to the local logdir, which TensorBoard reads as it grows
+of its event files (from the pod, or from the bucket for an ``s3://`` logdir) are appended
+to the local logdir, which TensorBoard reads as it grows
 (``%job ID tensorboard``, ``cellship tensorboard JOB``). The inline curves do not need it:
 they come through the metric relay in the log stream.
 
@@ -10,16 +11,23 @@ that stops when the job ends, when ``stop()`` is called, or with the process.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, Protocol, Sequence
 
 from cellship.errors import CellshipError
-from cellship.fetch.pull import Puller, Root
+from cellship.fetch.pull import Outcome, Root
 
 INTERVAL_SECONDS = 2.0
 
 
+class Pulls(Protocol):
+    """What copies roots: :class:`~cellship.fetch.pull.Puller` (out of a pod) or a bucket
+    reader (:class:`cellship.train.kubernetes.storage.StoragePuller`)."""
+
+    def pull(self, roots: Sequence[Root]) -> Outcome: ...
+
+
 class Mirror:
-    def __init__(self, puller: Callable[[], tuple[Puller, Root] | None],
+    def __init__(self, puller: Callable[[], tuple[Pulls, Root] | None],
                  done: Callable[[], bool], interval: float = INTERVAL_SECONDS) -> None:
         self._puller = puller
         self._done = done
@@ -36,11 +44,11 @@ class Mirror:
     def sync(self) -> None:
         """One round: copy the new bytes (errors are kept, not raised: the next round
         tries again, and the final fetch still copies everything)."""
-        made = self._puller()
-        if made is None:
-            return
-        puller, root = made
         try:
+            made = self._puller()
+            if made is None:
+                return
+            puller, root = made
             puller.pull([root])
             self.last_error = None
         except CellshipError as err:

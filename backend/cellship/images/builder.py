@@ -296,24 +296,31 @@ def _new_layers(kind: str, source: ModelSource, work: _Work, *, python: str | No
     return layers
 
 
-def new_config(image: BaseImage, layers: Sequence[Layer], kind: str, source: ModelSource) -> dict:
-    """The base config with the new layers, history, Env and (python kind) Cmd."""
+def with_layers(image: BaseImage, layers: Sequence[Layer]) -> dict:
+    """A copy of the base's config with the new layers' diff_ids and history entries (and
+    a reproducible creation time, see :func:`_created`)."""
     config = copy.deepcopy(image.config)
     created = _created(config)
     config["created"] = created
     rootfs = config.setdefault("rootfs", {"type": "layers", "diff_ids": []})
     rootfs["diff_ids"] = list(rootfs.get("diff_ids") or []) + [l.diff_id for l in layers]
-    run = config.setdefault("config", {}) or {}
-    config["config"] = run
+    config["config"] = config.get("config") or {}
+    config["history"] = list(config.get("history") or []) + [
+        {"created": created, "created_by": l.created_by, "comment": "cellship"} for l in layers]
+    return config
+
+
+def new_config(image: BaseImage, layers: Sequence[Layer], kind: str, source: ModelSource) -> dict:
+    """The base config with the new layers, history, Env and (python kind) Cmd."""
+    config = with_layers(image, layers)
+    created = config["created"]
+    run = config["config"]
     env = _env_dict(run.get("Env") or [])
     env["MODEL_NAME"] = source.name
-    history = list(config.get("history") or [])
-    history += [{"created": created, "created_by": l.created_by, "comment": "cellship"}
-                for l in layers]
+    history = config["history"]
     steps = [f"ENV MODEL_NAME={source.name}"]
     if kind == "python":
-        old = env.get("PYTHONPATH")
-        env["PYTHONPATH"] = pydeps.SITE + (f":{old}" if old and old != pydeps.SITE else "")
+        env["PYTHONPATH"] = pydeps.pythonpath_with_site(env.get("PYTHONPATH"))
         env["PYTHONUNBUFFERED"] = "1"
         run["Entrypoint"] = None
         run["Cmd"] = ["python3", "-m", "cellship.cli", "serve", f"/models/{source.name}",
@@ -346,6 +353,29 @@ def new_manifest(image: BaseImage, layers: Sequence[Layer], config: bytes) -> tu
         manifest["annotations"] = {"org.opencontainers.image.base.name": str(image.ref),
                                    "org.opencontainers.image.base.digest": image.manifest.digest}
     return _canonical(manifest), media_type
+
+
+def append(base: str, tag: str, layers: Sequence[Layer], configure: Callable[[dict], None], *,
+           insecure: bool = False, retry: RetryPolicy = DEFAULT_RETRY,
+           progress: Callable[[str], None] = lambda _m: None) -> str:
+    """Push ``base`` plus ``layers`` (already written, e.g. a dependency layer) as ``tag``,
+    its config (see :func:`with_layers`) edited in place by ``configure``; the manifest
+    digest. The path for images that are not a model's (the training image of
+    :mod:`cellship.images.training`); same blob handling as :func:`build`."""
+    base_ref, target = parse(base), parse(tag)
+    base_reg = Registry(base_ref.registry, insecure=insecure, retry=retry)
+    same = base_ref.registry == target.registry
+    target_reg = base_reg if same else Registry(target.registry, insecure=insecure, retry=retry)
+    target_reg.want(target.repository, "pull", "push")
+    image = fetch_base(base_reg, base_ref)
+    config = with_layers(image, layers)
+    configure(config)
+    config_bytes = _canonical(config)
+    manifest, media_type = new_manifest(image, layers, config_bytes)
+    with tempfile.TemporaryDirectory(prefix="cellship-build-") as tmp:
+        _push(base_reg, target_reg, image, target, layers, config_bytes, manifest, media_type,
+              _Work(Path(tmp), progress))
+    return sha256_bytes(manifest)
 
 
 class _Push:
@@ -424,5 +454,5 @@ def _kind_of(media_type: str) -> str:
         media_type, media_type)
 
 
-__all__ = ["build", "BuildResult", "LayerResult", "BaseImage", "fetch_base", "pick_platform",
-           "new_config", "new_manifest", "default_kind", "KINDS"]
+__all__ = ["build", "append", "with_layers", "BuildResult", "LayerResult", "BaseImage",
+           "fetch_base", "pick_platform", "new_config", "new_manifest", "default_kind", "KINDS"]

@@ -80,6 +80,11 @@ def pinned(requirements: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted(out.values()))
 
 
+def pythonpath_with_site(old: str | None) -> str:
+    """An image's PYTHONPATH with :data:`SITE` (where dependency layers install) first."""
+    return SITE + (f":{old}" if old and old != SITE else "")
+
+
 def host_python() -> str:
     return f"{sys.version_info.major}.{sys.version_info.minor}"
 
@@ -143,7 +148,7 @@ def pip_commands(requirements: Sequence[str], python: str, site: Path,
         base += ["--only-binary=:all:", "--python-version", python, "--implementation", "cp"]
         for tag in _MANYLINUX:
             base += ["--platform", tag]
-    runs = [base + list(requirements)]
+    runs = [base + list(requirements)] if requirements else []
     if no_deps:
         runs.append(base + ["--no-deps", *no_deps])
     return runs

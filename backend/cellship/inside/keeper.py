@@ -16,6 +16,13 @@ It exits (and the pod with it, once the program's container has ended too) when
 ``python3 keeper.py release`` was run (cellship fetched the files, or gives them up), or
 ``CELLSHIP_LINGER`` seconds (default 600) after the program ended with nobody fetching:
 then the files go with the pod, and ``cellship fetch`` says so.
+
+With ``s3://`` places (``CELLSHIP_UPLOADS`` set, see :mod:`cellship.inside.objects`) it
+also uploads them: the logdir every few seconds while the program runs, everything once
+it has ended; when every folder went to the bucket it exits right after that upload
+(nothing is left for cellship to copy), and when the upload failed it lingers as above so
+``cellship fetch`` can still copy the files through the API server. A deleted pod
+(cancel) uploads what is there before it goes.
 """
 
 import fcntl
@@ -49,15 +56,52 @@ def program_running(folder):
     return False
 
 
-def keep(job_dir, linger, clock=time.monotonic, sleep=time.sleep):
+def shipper_from_env(environ=None):
+    """The uploader of a job with s3:// places (None without): imported only then, from
+    the shim package this file lives in."""
+    environ = os.environ if environ is None else environ
+    if not environ.get("CELLSHIP_UPLOADS"):
+        return None
+    shim = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    if shim not in sys.path:
+        sys.path.insert(0, shim)
+    from cellship.inside import objects
+
+    return objects.Shipper.from_env(environ)
+
+
+class Stopped(Exception):
+    """SIGTERM: the pod is being deleted."""
+
+
+def _stop(*_):
+    raise Stopped()
+
+
+def keep(job_dir, linger, clock=time.monotonic, sleep=time.sleep, shipper=None):
     folder = state_dir(job_dir)
     os.makedirs(folder, exist_ok=True)
+    try:
+        return _keep(folder, linger, clock, sleep, shipper)
+    except Stopped:
+        if shipper is not None and not shipper.done:
+            shipper.finish()  # a cancelled job keeps its outputs so far
+        return 0
+
+
+def _keep(folder, linger, clock, sleep, shipper):
     ended = None
     while True:
         if os.path.exists(os.path.join(folder, RELEASED)):
             print("cellship: the job's files were fetched; this pod may end", flush=True)
             return 0
         running = program_running(folder)
+        if shipper is not None:
+            shipper.tick(running)
+            if shipper.done and shipper.plan.get("all"):
+                print("cellship: every file of the job is in object storage; this pod may "
+                      "end", flush=True)
+                return 0
         if running is False:
             ended = ended if ended is not None else clock()
             if clock() - ended > linger:
@@ -84,8 +128,9 @@ def main(argv=None):
         return release(job_dir)
     # PID 1 of its container ignores SIGTERM unless it handles it: a deleted pod (cancel)
     # would wait out its whole grace period.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    return keep(job_dir, float(os.environ.get("CELLSHIP_LINGER", "600")))
+    shipper = shipper_from_env()
+    signal.signal(signal.SIGTERM, _stop if shipper is not None else (lambda *_: sys.exit(0)))
+    return keep(job_dir, float(os.environ.get("CELLSHIP_LINGER", "600")), shipper=shipper)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ from cellship.errors import UsageError
 from cellship.kube.errors import KubernetesInvalid
 from cellship.kube.names import check_namespace, check_object_name
 from cellship.kube.options import LAUNCHERS, KubernetesOptions
+from cellship.storage.url import is_s3
+from cellship.storage.url import parse as parse_s3
 
 BACKEND = "kubernetes"
 EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
@@ -33,7 +35,7 @@ TOLERATION_KEYS = ("key", "operator", "value", "effect", "tolerationSeconds")
 
 # Defaults a user sets once in the shell or the kernel's environment.
 ENV_DEFAULTS = {"namespace": "CELLSHIP_K8S_NAMESPACE", "image": "CELLSHIP_K8S_IMAGE",
-                "context": "CELLSHIP_K8S_CONTEXT"}
+                "context": "CELLSHIP_K8S_CONTEXT", "registry": "CELLSHIP_K8S_REGISTRY"}
 
 # A label key: an optional DNS-subdomain prefix and '/', then a name of <= 63 characters.
 _LABEL_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
@@ -47,8 +49,13 @@ _QUANTITY_RE = re.compile(r"^(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+|[numkMGTPE]|[KMGTP
 _FLAGS: list[tuple[tuple[str, ...], dict[str, Any], str]] = [
     (("--namespace",), dict(metavar="NS", help="(kubernetes) namespace of the job's objects "
                             "(default $CELLSHIP_K8S_NAMESPACE, else the context's)"), "namespace"),
-    (("--image",), dict(metavar="IMAGE", help="(kubernetes) image with Python + TensorFlow, "
-                        "e.g. tensorflow/tensorflow:2.16.1 (default $CELLSHIP_K8S_IMAGE)"), "image"),
+    (("--image",), dict(metavar="IMAGE", help="(kubernetes) image with Python, TensorFlow "
+                        "and tf-keras (default $CELLSHIP_K8S_IMAGE, else the official "
+                        "tensorflow/tensorflow image of this TensorFlow version plus a tf-keras "
+                        "layer, pushed to --registry)"), "image"),
+    (("--registry",), dict(metavar="HOST[/PATH]", help="(kubernetes) registry the cluster pulls "
+                           "from, where cellship pushes the images it makes for jobs (default "
+                           "$CELLSHIP_K8S_REGISTRY)"), "registry"),
     (("--context",), dict(metavar="NAME", help="(kubernetes) kubeconfig context (default "
                           "$CELLSHIP_K8S_CONTEXT, else the current one)"), "context"),
     (("--launcher",), dict(choices=LAUNCHERS, help="(kubernetes) pods (default: a pod per "
@@ -74,9 +81,15 @@ _FLAGS: list[tuple[tuple[str, ...], dict[str, Any], str]] = [
     (("--memory-limit",), dict(metavar="Q", help="(kubernetes) memory limit per replica"),
      "memory_limit"),
     (("--k8s-logdir",), dict(metavar="PATH", help="(kubernetes) TensorBoard logdir inside the "
-                             "pods, e.g. on a --volume"), "logdir"),
+                             "pods, e.g. on a --volume, or s3://BUCKET/PREFIX (with "
+                             "--storage-secret)"), "logdir"),
     (("--k8s-output-dir",), dict(metavar="PATH", help="(kubernetes) output directory inside the "
-                                 "pods, e.g. on a --volume"), "output_dir"),
+                                 "pods, e.g. on a --volume, or s3://BUCKET/PREFIX: the chief's "
+                                 "files go to object storage (with --storage-secret)"),
+     "output_dir"),
+    (("--storage-secret",), dict(metavar="NAME", help="(kubernetes) Secret with the object "
+                                 "store's AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and optional "
+                                 "AWS_ENDPOINT_URL, AWS_REGION, for s3:// dirs"), "storage_secret"),
     (("--image-pull-policy",), dict(choices=PULL_POLICIES, help="(kubernetes) when the kubelet "
                                     "pulls the image (default: the cluster's rule)"),
      "image_pull_policy"),
@@ -187,9 +200,12 @@ def _names(values: list[str], flag: str) -> list[str]:
 
 
 def _absolute(value: str, flag: str) -> str:
+    if is_s3(value):
+        return str(parse_s3(value, flag))  # normalised: s3://bucket/prefix
     if not value.startswith("/"):
         raise UsageError(f"{flag} {value!r} must be an absolute path inside the pods, e.g. "
-                         "/data/tensorboard (a --volume mount path, for instance).")
+                         "/data/tensorboard (a --volume mount path, for instance), or an "
+                         "s3://BUCKET/PREFIX location.")
     return value
 
 
@@ -353,4 +369,5 @@ _PARSERS: dict[str, Any] = {
     "cpu": parse_quantity, "memory": parse_quantity, "cpu_limit": parse_quantity,
     "memory_limit": parse_quantity, "logdir": _absolute, "output_dir": _absolute,
     "image_pull_policy": _text, "peer_timeout": _peer_timeout, "fetch_linger": _linger,
+    "storage_secret": _object_name,
 }

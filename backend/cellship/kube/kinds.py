@@ -52,6 +52,7 @@ class Kind:
 CONFIG_MAP = Kind("ConfigMap", "", "v1", "configmaps")
 SERVICE = Kind("Service", "", "v1", "services")
 POD = Kind("Pod", "", "v1", "pods")
+SECRET = Kind("Secret", "", "v1", "secrets")  # read only: an object store's keys (--storage-secret)
 EVENT = Kind("Event", "", "v1", "events")
 JOB = Kind("Job", "batch", "v1", "jobs")
 DEPLOYMENT = Kind("Deployment", "apps", "v1", "deployments")
@@ -63,7 +64,7 @@ SERVICE_ACCOUNT = Kind("ServiceAccount", "", "v1", "serviceaccounts")
 ROLE = Kind("Role", "rbac.authorization.k8s.io", "v1", "roles")
 ROLE_BINDING = Kind("RoleBinding", "rbac.authorization.k8s.io", "v1", "rolebindings")
 
-KINDS: dict[str, Kind] = {k.kind: k for k in (CONFIG_MAP, SERVICE, POD, EVENT, JOB, DEPLOYMENT,
+KINDS: dict[str, Kind] = {k.kind: k for k in (CONFIG_MAP, SERVICE, POD, SECRET, EVENT, JOB, DEPLOYMENT,
                                               TFJOB, INFERENCE_SERVICE, NODE, SERVICE_ACCOUNT,
                                               ROLE, ROLE_BINDING)}
 # Kinds that exist only where a CustomResourceDefinition installed them.

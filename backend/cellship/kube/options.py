@@ -8,7 +8,10 @@ directly; the magic/CLI flags map one-to-one onto these keys:
 key                meaning
 ================== ================================================================
 namespace          namespace of every object (default: the context's, else "default")
-image              container image with Python + TensorFlow (cellship need not be in it)
+image              container image with Python + TensorFlow (cellship need not be in it;
+                   default: cellship.train.kubernetes.default_image)
+registry           registry (host[/path]) the cluster pulls from, where cellship pushes the
+                   images it makes for jobs (the default image)
 context            kubeconfig context (default: current context; in a pod: in-cluster)
 launcher           "pods" (default: one pod per replica + headless Service) or "tfjob"
 node_selector      {label: value} every pod must match
@@ -20,7 +23,11 @@ volumes            list of {"claim": PVC name, "mount_path": "/data", "read_only
 cpu, memory        requests per replica (e.g. "2", "4Gi"); limits stay unset except GPUs
 cpu_limit,
 memory_limit       optional limits
-logdir, output_dir paths inside the pods (e.g. on a PVC) for TensorBoard logs / outputs
+logdir, output_dir paths inside the pods (e.g. on a PVC) for TensorBoard logs / outputs,
+                   or ``s3://bucket/prefix`` (any S3-compatible store; needs storage_secret)
+storage_secret     Secret with the object store's keys (AWS_ACCESS_KEY_ID,
+                   AWS_SECRET_ACCESS_KEY, optional AWS_ENDPOINT_URL, AWS_REGION; see
+                   cellship.storage.credentials), for s3:// output_dir / logdir
 image_pull_policy  e.g. "Never" for images imported into the node (default: unset)
 peer_timeout       seconds the pod bootstrap waits for peer DNS names (default 300)
 run_as_user        uid the containers run as (non-root; default 1000)
@@ -42,6 +49,7 @@ from cellship.errors import UsageError
 from cellship.kube.names import check_namespace, check_object_name
 
 LAUNCHERS = ("pods", "tfjob")
+S3_SCHEME = "s3://"  # cellship.storage.url parses it; the options only tell it apart
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,7 @@ class Volume:
 class KubernetesOptions:
     namespace: str | None = None
     image: str | None = None
+    registry: str | None = None
     context: str | None = None
     launcher: str = "pods"
     node_selector: Mapping[str, str] = field(default_factory=dict)
@@ -76,6 +85,7 @@ class KubernetesOptions:
     run_as_user: int = 1000
     python: str = "python3"
     fetch_linger: float = 600.0
+    storage_secret: str | None = None
 
     def __post_init__(self) -> None:
         if self.launcher not in LAUNCHERS:
@@ -94,18 +104,40 @@ class KubernetesOptions:
             check_object_name(secret, "image_pull_secrets entry")
         if self.service_account:
             check_object_name(self.service_account, "service_account")
+        self._check_storage()
         for volume in self.volumes:
             check_object_name(volume.claim, "PersistentVolumeClaim")
             if not volume.mount_path.startswith("/"):
                 raise UsageError(f"Volume {volume.claim!r}: mount_path must be absolute, got "
                                  f"{volume.mount_path!r}.")
 
+    def _check_storage(self) -> None:
+        urls = [f"{flag} {value}" for flag, value in (("--k8s-output-dir", self.output_dir),
+                                                     ("--k8s-logdir", self.logdir))
+                if isinstance(value, str) and value.startswith(S3_SCHEME)]
+        if self.storage_secret:
+            check_object_name(self.storage_secret, "--storage-secret")
+        if urls and not self.storage_secret:
+            raise UsageError(f"{' and '.join(urls)} writes to object storage, which needs "
+                             "--storage-secret NAME: a Secret in the job's namespace with "
+                             "the store's AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and "
+                             "(for a store other than AWS) AWS_ENDPOINT_URL. cellship never "
+                             "copies keys from your environment into the cluster.")
+        if self.storage_secret and not urls:
+            raise UsageError(f"--storage-secret {self.storage_secret} names the keys of an object "
+                             "store, but neither --k8s-output-dir nor --k8s-logdir is an s3:// "
+                             "location: give one (e.g. --k8s-output-dir s3://BUCKET/runs), or "
+                             "drop --storage-secret.")
+        if urls and self.launcher != "pods":
+            raise UsageError(f"{urls[0]}: s3:// output needs the default launcher (plain "
+                             "pods), whose chief pod uploads the files; drop --launcher tfjob, "
+                             "or write to a --volume.")
+
     def require_image(self) -> str:
         if not self.image:
             raise UsageError("--backend kubernetes needs --image (or $CELLSHIP_K8S_IMAGE): a "
-                             "container image with Python and TensorFlow (e.g. "
-                             "tensorflow/tensorflow:2.16.1); cellship itself need not be "
-                             "installed in it.")
+                             "container image with Python, TensorFlow and what the program "
+                             "imports; cellship itself need not be installed in it.")
         return self.image
 
     def to_dict(self) -> dict[str, Any]:

@@ -100,7 +100,8 @@ BATCH_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
 # `--backend kubernetes` flags of a batch: the pod flags every Kubernetes job takes
 # (cellship.kube.flags, same parsing and checks as %%train's) except the training-only
 # ones, plus what only batch runs take. All land in the batch's ``kubernetes`` dict.
-TRAINING_ONLY_FLAGS = ("--launcher", "--k8s-logdir", "--k8s-output-dir", "--peer-timeout")
+TRAINING_ONLY_FLAGS = ("--launcher", "--k8s-logdir", "--k8s-output-dir", "--storage-secret",
+                       "--peer-timeout")
 BATCH_OPTIONS += [(flags, kwargs) for flags, kwargs in k8s_flags.K8S_OPTIONS
                   if flags[0] not in TRAINING_ONLY_FLAGS]
 BATCH_OPTIONS += [

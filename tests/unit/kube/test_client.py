@@ -182,8 +182,8 @@ def test_paths_come_from_the_kinds_data(wired) -> None:
                 "involvedObject.name%3Dj")]
     assert sent[8][2] == {"apiVersion": "v1", "kind": "DeleteOptions",
                           "propagationPolicy": "Background", "gracePeriodSeconds": 0}
-    with pytest.raises(ValueError, match="does not handle Secret"):
-        client.get("Secret", "ml", "x")
+    with pytest.raises(ValueError, match="does not handle CronJob"):
+        client.get("CronJob", "ml", "x")
 
 
 def test_failures_keep_their_status_and_name_the_rbac_resource(wired) -> None:

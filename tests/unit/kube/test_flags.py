@@ -258,10 +258,10 @@ def test_local_jobs_ignore_the_kubernetes_environment(monkeypatch, script, capsy
     assert "TF_CONFIG per replica" in capsys.readouterr().out
 
 
-def test_missing_image_fails_before_anything_is_recorded(kube, script, capsys) -> None:
+def test_no_image_and_no_registry_fails_before_anything_is_recorded(kube, script, capsys) -> None:
     assert main(["train", str(script), "--backend", "kubernetes", "--detach"]) == 1
     err = capsys.readouterr().err
-    assert "needs --image" in err and "Traceback" not in err
+    assert "No --image given" in err and "--registry" in err and "Traceback" not in err
     assert Store.default().list_jobs() == [] and kube.objects == {}
 
 
@@ -314,9 +314,15 @@ def test_dry_run_with_tfjob_launcher() -> None:
     assert "namespace default (none given" in text
 
 
-def test_dry_run_needs_the_image_too() -> None:
-    with pytest.raises(UsageError, match="needs --image"):
+def test_dry_run_needs_an_image_or_a_registry_too() -> None:
+    with pytest.raises(UsageError, match="No --image given"):
         api.dry_run_text(JobSpec(backend="kubernetes"), build_program("print(1)\n"), {})
+
+
+def test_dry_run_with_a_registry_shows_the_default_image_it_would_make() -> None:
+    text = api.dry_run_text(JobSpec(backend="kubernetes"), build_program("print(1)\n"),
+                            {"registry": "reg.example:5000"})
+    assert "image: 'reg.example:5000/cellship-tensorflow:<made at submit: tensorflow/tensorflow:" in text
 
 
 def test_magic_passes_the_flags_through(kube, capsys) -> None:
@@ -379,7 +385,7 @@ def test_discover_finds_jobs_by_label(kube, store, monkeypatch) -> None:
         "id": "aaaa0001", "name": "digits", "namespace": "ml", "created": None,
         "launcher": "pods", "object": "digits-aaaa0001",
         "pods": {"worker-0": "Running", "worker-1": "Pending"}, "status": "running",
-        "user": "bob-example.org"}
+        "nodes": {"worker-0": None, "worker-1": None}, "user": "bob-example.org"}
     assert by_id["aaaa0001"]["created"].startswith("2026-")
     assert by_id["aaaa0002"]["status"] == "succeeded"
     assert (by_id["aaaa0004"]["launcher"], by_id["aaaa0004"]["status"],

@@ -44,7 +44,7 @@ POD_CWD = f"{SCRATCH}/work"
 CONFIG_MAP_MAX_BYTES = 1024 * 1024 - 16 * 1024  # etcd's 1 MiB per object, less metadata
 JOB_NAME_MAX = 63  # the Job's name is also the value of its pods' job-name label
 # Options of a training job that mean nothing for a batch run.
-TRAINING_ONLY = ("launcher", "peer_timeout", "logdir", "output_dir")
+TRAINING_ONLY = ("launcher", "peer_timeout", "logdir", "output_dir", "storage_secret")
 BATCH_ONLY = ("timeout", "startup_timeout", "gpus")
 DEFAULT_STARTUP_TIMEOUT = 300.0
 

@@ -9,6 +9,9 @@ local job directory in the layout a local job has (``output/``, ``tensorboard/``
 
 ``<job_dir>/fetch.json`` records the last outcome (complete, or why not), so a job is
 fetched once on its own and again only with ``cellship fetch``.
+
+A folder that went to object storage (``s3://``, see :mod:`.storage`) is read from the
+bucket instead, into the same local folder, once the keeper's upload manifest is there.
 """
 
 from __future__ import annotations
@@ -23,8 +26,11 @@ from cellship.fetch.pull import FetchError, Outcome, Puller, Root
 from cellship.kube.api import KubeAPI
 from cellship.kube.errors import KubernetesError, KubernetesNotFound
 from cellship.kube.options import KubernetesOptions
+from cellship.storage import client as store
+from cellship.storage.errors import StorageError
+from cellship.storage.url import is_s3
 from cellship.store import JobRecord
-from cellship.train.kubernetes import manifests
+from cellship.train.kubernetes import manifests, storage
 from cellship.train.kubernetes.manifests import JobIdentity
 from cellship.train.kubernetes.pods import container_status
 from cellship.train.spec import JobSpec
@@ -40,10 +46,12 @@ def fetchable(state: Mapping[str, Any]) -> bool:
 
 
 def roots(options: KubernetesOptions, record: JobRecord) -> list[Root]:
-    """Pod folder -> local folder, as a local job lays them out."""
-    return [Root(options.output_dir or manifests.OUTPUT_DIR, Path(record.output_dir)),
-            Root(options.logdir or manifests.LOGDIR, Path(record.logdir), append=True),
-            Root(manifests.BACKUP_DIR, Path(record.job_dir) / "backup")]
+    """Pod folder (or its ``s3://`` URL) -> local folder, as a local job lays them out:
+    output dir, logdir, backup dir."""
+    local = [Path(record.output_dir), Path(record.logdir), Path(record.job_dir) / "backup"]
+    return [Root(str(place.url) if place.url is not None else place.pod, folder,
+                 append=place.live)
+            for place, folder in zip(storage.places(options), local)]
 
 
 def logdir_root(options: KubernetesOptions, record: JobRecord) -> Root:
@@ -95,6 +103,28 @@ class JobFiles:
                       Path(self.record.job_dir) / STAGING_DIR, progress=progress,
                       attempts=attempts)
 
+    @property
+    def all_in_storage(self) -> bool:
+        """Every folder went to object storage: nothing to copy out of the pod."""
+        return all(is_s3(r.remote) for r in roots(self.options, self.record))
+
+    def storage_puller(self, progress: Progress | None = None) -> storage.StoragePuller:
+        """A reader of the job's bucket, with the keys of its Secret (read through the
+        kubeconfig) or the user's own AWS credentials."""
+        found = storage.credentials(self.client, self.identity.namespace, self.options)
+        return storage.StoragePuller(store.connect(found), found,
+                                     Path(self.record.job_dir) / STAGING_DIR, progress)
+
+    def keeper_alive(self) -> bool:
+        """Whether the chief's keeper (the uploader) still runs."""
+        try:
+            pod = self.client.get("Pod", self.identity.namespace, self.pod)
+        except KubernetesNotFound:
+            return False
+        except KubernetesError:
+            return True  # cannot tell now: keep waiting, bounded by the wait's timeout
+        return "running" in (container_status(pod, manifests.KEEPER).get("state") or {})
+
     def check(self) -> None:
         """Raise FetchError when the files cannot be read now."""
         try:
@@ -106,11 +136,26 @@ class JobFiles:
             raise FetchError(f"Could not fetch the files of job {self.record.name} "
                              f"({self.record.id}): {why}.")
 
-    def fetch(self, progress: Progress | None = None) -> Outcome:
-        self.check()
+    def fetch(self, progress: Progress | None = None, wait: bool = True) -> Outcome:
+        """Copy every folder home: from the pod, and from the bucket for ``s3://`` ones
+        (``wait``: first for the keeper's upload manifest, while the keeper runs)."""
+        every = roots(self.options, self.record)
+        in_pod = [r for r in every if not is_s3(r.remote)]
+        in_bucket = [r for r in every if is_s3(r.remote)]
+        if in_pod:
+            self.check()
         try:
-            outcome = self.puller(progress).pull(roots(self.options, self.record))
-        except (FetchError, KubernetesError) as err:
+            outcome = self.puller(progress).pull(in_pod) if in_pod else Outcome()
+            if in_bucket:
+                reader = self.storage_puller(progress)
+                if wait:
+                    reader.wait_uploaded(self.options, self.identity.job_id, self.keeper_alive)
+                got = reader.pull(in_bucket)
+                outcome.files += got.files
+                outcome.bytes += got.bytes
+                outcome.unchanged += got.unchanged
+                outcome.seconds += got.seconds
+        except (FetchError, KubernetesError, StorageError) as err:
             self.remember({"complete": False, "error": str(err)})
             raise FetchError(f"Fetching the files of job {self.record.name} failed: {err} "
                              f"Run `cellship fetch {self.record.id}` to try again (it resumes "

@@ -44,7 +44,8 @@ from cellship.kube.podspec import CONTAINER
 from cellship.kube.waiting import wait_changed, wait_gone
 from cellship.store import JobRecord, Store
 from cellship.train.backend import PROGRAM_FILE, Backend
-from cellship.train.kubernetes import artifacts, files, manifests
+from cellship.train.kubernetes import artifacts, files, manifests, storage
+from cellship.train.kubernetes.default_image import choose_image
 from cellship.train.kubernetes.manifests import JobIdentity
 from cellship.train.kubernetes.pods import (
     container_status,
@@ -109,9 +110,20 @@ class KubernetesBackend(Backend):
     # -- submit / launch -------------------------------------------------------------------
     def submit(self, spec: JobSpec, program: Any, *, detached: bool = False,
                source: str | None = None, extra: Mapping[str, Any] | None = None) -> JobRecord:
-        """Check the options before anything is recorded: a missing --image or a bad
-        name is the user's to fix, not a failed job left in the list."""
-        self._options(dict(extra or {})).require_image()
+        """Check the options before anything is recorded: a missing or unfit --image
+        (:mod:`.default_image`, which also makes the default one) or a bad name is the
+        user's to fix, not a failed job left in the list; an ``s3://`` output
+        dir or logdir must be writable with its Secret's keys (one sentence naming the
+        bucket, endpoint and Secret otherwise), before any pod exists."""
+        options = self._options(dict(extra or {}))
+        image = choose_image(options, spec.gpus, spec.env)
+        if image != options.image:  # the default image: stored with the job, as if given
+            extra = dict(extra or {})
+            extra[SPEC_KEY] = {**(extra.get(SPEC_KEY) or {}), "image": image}
+            options = self._options(extra)
+        if storage.uses_storage(options):
+            client = self._client(options)
+            storage.check_access(client, client.namespace(options.namespace), options)
         return super().submit(spec, program, detached=detached, source=source, extra=extra)
 
     def _launch(self, job: JobRecord) -> None:
@@ -288,7 +300,8 @@ class KubernetesBackend(Backend):
         chief, if its program still runs, is stopped (it would wait for its peers
         forever). ``release`` False keeps the pod (cancel deletes it itself)."""
         record = self.store.get_job(job.id)
-        return files.fetch(record, self._files(record), stream, release)
+        # A running job's bucket is read as it is (its upload completes at its end).
+        return files.fetch(record, self._files(record), stream, release, wait=record.done)
 
     def mirror(self, job: JobRecord, interval: float = mirror.INTERVAL_SECONDS) -> mirror.Mirror | None:
         """Keep the job's local logdir fresh while it runs (new event-file bytes every
@@ -397,7 +410,8 @@ class KubernetesBackend(Backend):
         labels its objects carry (``app.kubernetes.io/managed-by=cellship``), not by this
         machine's store. Each is a dict: id, name (as labelled), namespace, created (the
         API's RFC 3339 time), launcher, object (its job object's name), pods
-        (``{"worker-0": "Running"}``) and status (summed up from the pods, or the TFJob's
+        (``{"worker-0": "Running"}``), nodes (``{"worker-0": "node-1"}``: each pod's
+        ``spec.nodeName``, None until scheduled) and status (summed up from the pods, or the TFJob's
         condition) and user (who submitted it, by its ``cellship.io/user`` label; None
         for jobs older than that label). Newest first."""
         options = self._context_options(context)
@@ -418,8 +432,8 @@ class KubernetesBackend(Backend):
             entry = found.setdefault((meta["namespace"], job_id), {
                 "id": job_id, "name": labels.get(manifests.LABEL_JOB_NAME, job_id),
                 "namespace": meta["namespace"], "created": meta.get("creationTimestamp"),
-                "launcher": "pods", "object": meta["name"], "pods": {}, "status": None,
-                "user": labels.get(USER_LABEL)})
+                "launcher": "pods", "object": meta["name"], "pods": {}, "nodes": {},
+                "status": None, "user": labels.get(USER_LABEL)})
             if kind == "TFJob" or "TFJob" in owners:
                 entry["launcher"] = "tfjob"
             if kind == "TFJob":
@@ -430,8 +444,10 @@ class KubernetesBackend(Backend):
             owner = found.get((pod["metadata"]["namespace"], labels.get(manifests.LABEL_JOB_ID, "")))
             if owner is not None:
                 owner["pods"][replica_key(pod)] = program_phase(pod)  # not the keeper's
+                owner["nodes"][replica_key(pod)] = (pod.get("spec") or {}).get("nodeName")
         for entry in found.values():
             entry["pods"] = dict(sorted(entry["pods"].items()))
+            entry["nodes"] = dict(sorted(entry["nodes"].items()))
             entry["status"] = entry["status"] or pods_status(entry["pods"].values())
         return sorted(found.values(), key=lambda e: e["created"] or "", reverse=True)
 
@@ -441,13 +457,22 @@ class KubernetesBackend(Backend):
         files as they are, so a cancelled job keeps its outputs so far."""
         record = self.refresh(job)
         state = self._state(record)
-        if not now and not record.done and state is not None and artifacts.fetchable(state):
+        found = self._files(record) if state is not None else None
+        # A job that writes to a bucket uploads what it has when its pod is deleted, so its
+        # files are read after the delete; the others' are copied out of the pod before.
+        later = found is not None and found.all_in_storage
+        if not now and not record.done and found is not None and not later:
             try:
                 self.fetch(record, release=False)
             except CellshipError as err:
                 files.warn(self.store, record, err)
         if state is not None:
             self._delete_objects(state, wait=True)
+        if not now and not record.done and found is not None and later:
+            try:
+                files.fetch(record, found, release=False, wait=False)
+            except CellshipError as err:
+                files.warn(self.store, record, err)
         if not record.done:
             self.store.transition(job.id, "cancelled", ended=time.time(),
                                   error="cancelled by the user")

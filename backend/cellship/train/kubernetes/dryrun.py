@@ -13,10 +13,12 @@ is printed above it, the rest is cellship's own code.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any, Mapping
 
 from cellship.kube.options import KubernetesOptions
 from cellship.train.kubernetes import manifests
+from cellship.train.kubernetes.default_image import planned_image
 from cellship.train.kubernetes.manifests import JobIdentity
 from cellship.train.program import Program
 from cellship.train.spec import JobSpec
@@ -30,7 +32,7 @@ DEFAULT_NAMESPACE = "default"
 def manifests_text(spec: JobSpec, program: Program, options: Mapping[str, Any]) -> str:
     """The dry-run section for the kubernetes backend: TF_CONFIGs, then the manifests."""
     opts = KubernetesOptions.from_dict(options)
-    opts.require_image()
+    opts = dataclasses.replace(opts, image=planned_image(opts, spec.gpus, spec.env))
     namespace = opts.namespace or DEFAULT_NAMESPACE
     identity = JobIdentity(PLACEHOLDER_ID, spec.name or "train", namespace)
     shipped = b"" if program.shipped else None  # the real bytes are pickled at submit

@@ -21,10 +21,11 @@ from typing import Any, Callable, Mapping, TextIO
 from cellship.errors import BackendError, CellshipError
 from cellship.fetch import mirror as live
 from cellship.fetch.progress import Progress
-from cellship.fetch.pull import Outcome, Puller, Root, describe
+from cellship.fetch.pull import Outcome, Root, describe
 from cellship.kube.api import KubeAPI
 from cellship.kube.errors import KubernetesConflict, KubernetesError, KubernetesNotFound
 from cellship.kube.options import KubernetesOptions
+from cellship.storage.url import is_s3
 from cellship.store import JobRecord, Store
 from cellship.train.kubernetes import artifacts
 from cellship.train.kubernetes.artifacts import JobFiles
@@ -42,21 +43,22 @@ def job_files(connect: Callable[[KubernetesOptions], KubeAPI], state: Mapping[st
 
 
 def fetch(record: JobRecord, files: JobFiles | None, stream: TextIO | None = None,
-          release: bool | None = None) -> Outcome:
+          release: bool | None = None, wait: bool = True) -> Outcome:
     """Copy the files with a progress line on ``stream``; release the pod of a finished
-    job (``release`` None) or as told, and stop a failed job's chief that still runs."""
+    job (``release`` None) or as told, and stop a failed job's chief that still runs.
+    ``wait`` False: read a bucket as it is now (not waiting for the upload's manifest)."""
     if files is None:
         raise BackendError(f"Job {record.name} ({record.id}) has no files to fetch from the "
                            "cluster: it ran with --launcher tfjob, or before cellship kept "
                            "them; its files stay where the pods wrote them.")
     progress = Progress(f"fetching the files of job {record.name}", stream)
-    outcome = files.fetch(progress)
+    outcome = files.fetch(progress, wait=wait)
     gone = f"; not in the pod: {', '.join(outcome.missing)}" if outcome.missing else ""
     progress.finish(f"fetched {describe(outcome)} into {record.job_dir}{gone}")
     if release is None:
         release = record.done
     if release:
-        files.release()
+        files.release()  # a keeper that ended by itself after its upload: nothing to do
         if record.status != "succeeded":
             stop_chief(files)
     return outcome
@@ -128,8 +130,11 @@ def mirror(record: JobRecord, files: JobFiles | None, done: Callable[[], bool],
     if files is None or record.done:
         return None
     root = artifacts.logdir_root(files.options, record)
+    made: list[live.Pulls] = []
 
-    def make_puller() -> tuple[Puller, Root] | None:
-        return files.puller(attempts=1), root
+    def make_puller() -> tuple[live.Pulls, Root] | None:
+        if not made:  # an s3:// logdir is read from the bucket (one client, one Secret read)
+            made.append(files.storage_puller() if is_s3(root.remote) else files.puller(attempts=1))
+        return made[0], root
 
     return live.start(record.id, lambda: live.Mirror(make_puller, done, interval))

@@ -61,7 +61,7 @@ SHIPPED_KEY = "shipped.pkl"
 # The in-job modules (paths relative to the cellship package), shipped as they are.
 SHIM_MODULES = ("errors.py", "inside/__init__.py", "inside/bootstrap.py", "inside/job.py",
                 "inside/relay.py", "inside/eventfile.py", "inside/keeper.py",
-                "inside/sender.py")
+                "inside/sender.py", "inside/objects.py")
 KEEPER = "keeper"  # the chief pod's second container (cellship/inside/keeper.py)
 KEEPER_SCRIPT = f"{SHIM_DIR}/cellship/inside/keeper.py"
 SENDER_SCRIPT = f"{SHIM_DIR}/cellship/inside/sender.py"
@@ -178,15 +178,25 @@ def keeps_files(spec: JobSpec, replica: Replica, options: KubernetesOptions) -> 
     return options.launcher == "pods" and replica == chief(spec)
 
 
-def keeper_container(options: KubernetesOptions, mounts: list[dict[str, Any]]) -> dict[str, Any]:
+def keeper_container(options: KubernetesOptions, mounts: list[dict[str, Any]],
+                     job_id: str = "", restarts: bool = False) -> dict[str, Any]:
     """The chief pod's second container: the same image and mounts, no GPUs, waiting for
-    cellship to fetch the files (cellship/inside/keeper.py)."""
-    return podspec.container(
+    cellship to fetch the files (cellship/inside/keeper.py). With ``s3://`` places it also
+    uploads them (cellship/inside/objects.py), and it alone gets the store's keys, as env
+    from the Secret (see :mod:`.storage`)."""
+    from cellship.train.kubernetes import storage
+
+    plain, secret_refs = storage.keeper_env(options, job_id, restarts)
+    body = podspec.container(
         KEEPER, options.require_image(), command=[options.python, "-u", KEEPER_SCRIPT],
         working_dir=JOB_DIR, env={"CELLSHIP_JOB_DIR": JOB_DIR, "PYTHONUNBUFFERED": "1",
-                                  "CELLSHIP_LINGER": f"{options.fetch_linger:g}"},
-        resources={"requests": {"cpu": "10m", "memory": "32Mi"}}, mounts=mounts,
+                                  "CELLSHIP_LINGER": f"{options.fetch_linger:g}"} | plain,
+        resources={"requests": {"cpu": "10m", "memory": "32Mi"} if not plain
+                   else {"cpu": "50m", "memory": "128Mi"}}, mounts=mounts,
         pull_policy=options.image_pull_policy)
+    if secret_refs:
+        body["env"] = list(body.get("env") or []) + secret_refs
+    return body
 
 
 def restart_policy(spec: JobSpec) -> str:
@@ -198,11 +208,14 @@ def _env(identity: JobIdentity, spec: JobSpec, options: KubernetesOptions, repli
     # The shim goes on PYTHONPATH in the pod bootstrap, in front of the image's own
     # PYTHONPATH (a container env entry would replace the image's: TensorFlow installed
     # on a PYTHONPATH would vanish).
+    from cellship.train.kubernetes import storage
+
+    output_dir, logdir = storage.pod_dirs(options)  # an s3:// place is written locally first
     env = {"CELLSHIP_SHIM": SHIM_DIR, "PYTHONUNBUFFERED": "1",
            "CELLSHIP_JOB_ID": identity.job_id, "CELLSHIP_JOB_NAME": identity.job_name,
            "CELLSHIP_JOB_DIR": JOB_DIR,
-           "CELLSHIP_OUTPUT_DIR": options.output_dir or OUTPUT_DIR,
-           "CELLSHIP_LOGDIR": options.logdir or LOGDIR,
+           "CELLSHIP_OUTPUT_DIR": output_dir,
+           "CELLSHIP_LOGDIR": logdir,
            "CELLSHIP_TASK_TYPE": replica.type, "CELLSHIP_TASK_INDEX": str(replica.index),
            "CELLSHIP_PEER_TIMEOUT": f"{options.peer_timeout:g}",
            # The local backend's defaults, so a cell behaves the same on both backends.
@@ -254,7 +267,8 @@ def pod_spec(identity: JobIdentity, spec: JobSpec, options: KubernetesOptions,
         pull_policy=options.image_pull_policy)
     containers = [container]
     if keeps_files(spec, replica, options):
-        containers.append(keeper_container(options, mounts))
+        containers.append(keeper_container(options, mounts, identity.job_id,
+                                           restarts=restart_policy(spec) != "Never"))
     return podspec.pod_spec(containers, run_as_user=options.run_as_user, volumes=volumes,
                             restart_policy=restart_policy(spec),
                             scheduling=podspec.Scheduling.of(options))
