@@ -17,6 +17,7 @@ import cellship
 from cellship.kube.meta import current_user
 from cellship.store import Store
 from tests.conftest import REPO, job_processes, wait_until_gone
+from tests.kernel_output import add_output, is_idle
 
 pytestmark = [pytest.mark.kernel]
 
@@ -49,15 +50,8 @@ class Kernel:
             self.messages.append(msg)
             if msg["parent_header"].get("msg_id") != msg_id:
                 continue
-            kind, content = msg["msg_type"], msg["content"]
-            if kind == "stream":
-                out.append(content["text"])
-            elif kind in ("execute_result", "display_data"):
-                out.append(content["data"].get("text/plain", "") + "\n")
-            elif kind == "error":
-                error = content
-                out.append("\n".join(content["traceback"]))
-            elif kind == "status" and content["execution_state"] == "idle":
+            error = add_output(msg, out) or error
+            if is_idle(msg):
                 return "".join(out), error
         raise AssertionError(f"cell did not finish in {timeout} s; output so far:\n{''.join(out)}")
 

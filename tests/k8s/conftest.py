@@ -57,13 +57,15 @@ def cluster() -> Iterator[Cluster]:
     from tests.cluster.image import training_image_archive
 
     binaries = build_binaries()
-    archive, ref = training_image_archive()
     local = LocalCluster(binaries)
     atexit.register(local.stop)  # also when the session dies before its finalizers
+    # start() takes the machine lock: the image archive is made (or found) after it, so a
+    # build of another session waiting for the lock cannot prune it meanwhile.
     local.start()
     previous = os.environ.get("KUBECONFIG")
     os.environ["KUBECONFIG"] = str(local.kubeconfig)
     try:
+        archive, ref = training_image_archive()
         local.import_image(archive, ref)
         yield Cluster(local, ref)
     finally:

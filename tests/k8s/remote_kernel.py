@@ -17,6 +17,8 @@ from typing import Any
 import requests
 import websocket
 
+from tests.kernel_output import add_output, is_idle
+
 
 class RemoteKernel:
     """``run(code)`` returns (text the cell printed or displayed, the error content or None)."""
@@ -59,15 +61,8 @@ class RemoteKernel:
             self.messages.append(msg)
             if msg.get("channel") != "iopub" or msg["parent_header"].get("msg_id") != msg_id:
                 continue
-            kind, content = msg["msg_type"], msg["content"]
-            if kind == "stream":
-                out.append(content["text"])
-            elif kind in ("execute_result", "display_data"):
-                out.append(content["data"].get("text/plain", "") + "\n")
-            elif kind == "error":
-                error = content
-                out.append("\n".join(content["traceback"]))
-            elif kind == "status" and content["execution_state"] == "idle":
+            error = add_output(msg, out) or error
+            if is_idle(msg):
                 return "".join(out), error
         raise AssertionError(f"cell did not finish in {timeout} s; output so far:\n{''.join(out)}")
 

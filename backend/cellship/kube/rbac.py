@@ -76,6 +76,13 @@ RULES: tuple[Rule, ...] = (
     Rule(kinds.POD, (
         ("create", "cellship fetch: copy the chief's outputs, TensorBoard logs and backups"),
         ("get", "the same over a websocket (API servers before 1.31 ask for get)")), "exec"),
+    Rule(kinds.POD, (
+        ("get", "cellship release: the canary's /metrics, through the API server's pod proxy"),
+        ("create", "cellship release: the canary's smoke-test predictions (POST), the same "
+                   "way")), "proxy"),
+    Rule(kinds.SECRET, (
+        ("get", "s3:// output dirs, logdirs and deploys: the keys of the --storage-secret, "
+                "read at submit to check the bucket, and here to read it"),)),
     Rule(kinds.EVENT, (
         ("list", "why a pod cannot start (unschedulable, image pull, OOM) in plain words"),)),
     Rule(kinds.JOB, (

@@ -245,22 +245,32 @@ class KubernetesTarget(Target):
         self.say(f"canary Deployment {name}: {self.canary_pods} pod(s) of {image} beside "
                  + (f"version {current.version} ({share:.0%} of the Service's requests)"
                     if current else "nothing served yet"))
-        try:
-            wait_ready(self.client, Rollout(DEPLOYMENT, self.namespace, name, self.canary_pods,
-                                            f"{km.mf.LABEL_DEPLOYMENT}={name}"),
-                       self.timeout, progress=self.say)
-        except (DeployFailed, DeployTimeout) as err:
-            return CanaryReport(version, current.version if current else None,
-                                failed_check="smoke", reason=f"its pods did not become ready: {err}")
-        if example is None:
-            return CanaryReport(version, current.version if current else None,
-                                reason="no --example request: smoke test and window skipped")
+        early = self._ready_or_report(Rollout(DEPLOYMENT, self.namespace, name, self.canary_pods,
+                                              f"{km.mf.LABEL_DEPLOYMENT}={name}"),
+                                      version, current, example)
+        if early is not None:
+            return early
+        assert example is not None  # without one the canary ended above
         pods = self._step("canary", "list the canary's pods",
                           lambda: ops.ready_pods(self.client, self.namespace, name))
         serving = [] if current is None else self._step(
             "canary", "list the serving version's pods",
             lambda: ops.ready_pods(self.client, self.namespace, km.deployment_name(model, current.version)))
         return self._watch(model, version, pods, serving, current, example, limits)
+
+    def _ready_or_report(self, rollout: Rollout, version: int, current: ModelVersion | None,
+                         example: Mapping[str, Any] | None) -> CanaryReport | None:
+        """Wait for the canary's pods; the report when the canary ends here (its pods never
+        became ready, or there is no example to smoke-test it with), else None."""
+        try:
+            wait_ready(self.client, rollout, self.timeout, progress=self.say)
+        except (DeployFailed, DeployTimeout) as err:
+            return CanaryReport(version, current.version if current else None,
+                                failed_check="smoke", reason=f"its pods did not become ready: {err}")
+        if example is None:
+            return CanaryReport(version, current.version if current else None,
+                                reason="no --example request: smoke test and window skipped")
+        return None
 
     def _kserve_canary(self, staged: Staged, current: ModelVersion | None,
                        example: Mapping[str, Any] | None, limits: CanaryLimits) -> CanaryReport:
@@ -281,15 +291,11 @@ class KubernetesTarget(Target):
         self.say(f"InferenceService {model}: version {version} ({image}) takes "
                  f"{self.percent:g}% of the traffic (canaryTrafficPercent)")
         selector = f"{km.mf.KSERVE_POD_LABEL}={model}"
-        try:
-            wait_ready(self.client, Rollout(ISVC, self.namespace, model, self.replicas, selector),
-                       self.timeout, progress=self.say)
-        except (DeployFailed, DeployTimeout) as err:
-            return CanaryReport(version, current.version if current else None,
-                                failed_check="smoke", reason=f"its pods did not become ready: {err}")
-        if example is None:
-            return CanaryReport(version, current.version if current else None,
-                                reason="no --example request: smoke test and window skipped")
+        early = self._ready_or_report(Rollout(ISVC, self.namespace, model, self.replicas, selector),
+                                      version, current, example)
+        if early is not None:
+            return early
+        assert example is not None  # without one the canary ended above
         pods = [p for p in live_pods(self.client, self.namespace, selector) if is_ready(p)]
         new = kserve.canary_pods(pods, image)
         old = [] if current is None else kserve.canary_pods(pods, str(current.manifest.get("image")))

@@ -392,9 +392,12 @@ def export_job(job_ref: str, name: str | None = None, *,
                           f"succeeded can be exported (`cellship status {record.id}` says why).")
     candidates = job.saved_models()
     if not candidates:
+        home = (f" A Kubernetes job's files come home when a cell or command follows it to "
+                f"its end; for a detached one, `cellship fetch {record.id}` copies them now."
+                if record.backend == "kubernetes" else "")
         raise ExportError(f"Job {record.name} ({record.id}) wrote no SavedModel: looked for "
                           f"directories holding saved_model.pb under {record.output_dir}. Save "
-                          "one in the job with cellship.job.save(model, 'name').")
+                          f"one in the job with cellship.job.save(model, 'name').{home}")
     chosen = choose(candidates, model_dir, f"job {record.id} wrote", Path(record.output_dir))
     try:
         metrics = _flat_metrics(job.metrics_buffer().last_values())

@@ -51,10 +51,12 @@ def test_the_yaml_is_the_role_and_binding_with_a_reason_for_every_verb() -> None
 def test_the_role_is_least_namespaced_and_made_of_known_kinds() -> None:
     for rule in rbac.RULES:
         assert rule.kind in kinds.KINDS.values() and rule.kind.namespaced
-        assert rule.subresource in ("", "log", "exec")
+        assert rule.subresource in ("", "log", "exec", "proxy")
         assert {v for v, _ in rule.verbs} <= set(VERBS), rule
         assert len({v for v, _ in rule.verbs}) == len(rule.verbs)  # no verb twice
     assert not any(r.kind is kinds.NODE for r in rbac.RULES)  # a Role cannot grant nodes
+    # Secrets are only read (an object store's keys), never listed, written or watched.
+    assert {v for r in rbac.RULES if r.kind is kinds.SECRET for v, _ in r.verbs} == {"get"}
     no_delete = granted(rbac.role(NS, without=[("delete", "pods")]))
     assert ("delete", "pods") not in no_delete and ("create", "pods") in no_delete
 
