@@ -350,6 +350,37 @@ export interface IModelVersion {
   metrics: Record<string, number | null>;
 }
 
+export interface IRelease {
+  id: string;
+  kind: 'release' | 'rollback';
+  model: string;
+  target: string;
+  outcome: string;
+  user: string;
+  started: string | null;
+  ended: string | null;
+  version: number | null;
+  previous: number | null;
+  notebook: string | null;
+  notebook_path: string | null;
+  parameters: Record<string, unknown>;
+  gates: { gate: string; value?: number | null; passed?: boolean }[];
+  failed_step: string | null;
+  reason: string | null;
+  details: Record<string, unknown>;
+}
+
+export interface INewRelease {
+  notebook: string;
+  model: string;
+  to: 'local' | 'kubernetes';
+  gates: string[];
+  parameters?: Record<string, unknown>;
+  registry?: string;
+  base?: string;
+  namespace?: string;
+}
+
 export const api = {
   version: () => requestAPI<IVersion>('version'),
   /** A page of jobs, newest first, filtered on the server (`name`: a substring). */
@@ -406,6 +437,12 @@ export const api = {
     ),
   /** The push channel (server-sent events: `hello`, then `changed`). */
   eventsEndPoint: 'events',
+  releases: () => requestAPI<{ releases: IRelease[]; count: number }>('releases'),
+  startRelease: (release: INewRelease) =>
+    requestAPI<{ model: string; pid: number; log: string }>('releases', {
+      method: 'POST',
+      body: JSON.stringify(release)
+    }),
   startBatch: (notebook: string, backend: string) =>
     requestAPI<IBatch>('batches', {
       method: 'POST',

@@ -34,6 +34,7 @@ namespace CommandIDs {
   export const open = 'cellship:open';
   export const refresh = 'cellship:refresh';
   export const runBatch = 'cellship:run-notebook-as-batch';
+  export const release = 'cellship:release';
 }
 
 export const cellshipIcon = new LabIcon({
@@ -138,7 +139,18 @@ const plugin: JupyterFrontEndPlugin<ICellshipJobs> = {
         }
       }
     });
-    for (const command of [CommandIDs.open, CommandIDs.refresh, CommandIDs.runBatch]) {
+    panel.releasesView.currentNotebook = () => notebooks?.currentWidget?.context.path ?? null;
+    app.commands.addCommand(CommandIDs.release, {
+      label: 'Release a notebook with cellship…',
+      caption: 'Run a notebook, gate it, canary and promote its model as the next served version',
+      isEnabled: () => panel.capabilities.includes('releases'),
+      execute: async () => {
+        app.shell.activateById(panel.id);
+        panel.showTab('releases');
+        await panel.releasesView.release();
+      }
+    });
+    for (const command of [CommandIDs.open, CommandIDs.refresh, CommandIDs.runBatch, CommandIDs.release]) {
       palette?.addItem({ command, category: 'cellship' });
     }
     if (toolbarRegistry) {

@@ -1,7 +1,7 @@
 /**
  * The "cellship" sidebar panel: tabs for jobs (with the cluster's jobs submitted from
  * elsewhere), batch runs, models, running `cellship serve` servers and deployments on
- * Kubernetes, a detail view for one job or batch, each a Lumino widget shown and hidden
+ * Kubernetes, the releases of models (with a Release… button), a detail view for one job or batch, each a Lumino widget shown and hidden
  * in the panel's body. A push channel (server-sent events from the server extension,
  * `push.ts`) refreshes within a second of a state change in the job store; one `Poll`
  * keeps whatever is shown live as the fallback and for what the store does not hold
@@ -22,6 +22,7 @@ import { JobDetailView } from './jobdetail';
 import { JobsModel, JobsView } from './jobs';
 import { ModelsView } from './models';
 import { PushChannel } from './push';
+import { ReleasesView } from './releases';
 import { DeploymentsView, ServersView } from './serving';
 
 export interface IPanelSettings {
@@ -44,7 +45,7 @@ const HIDDEN_SLOWDOWN = 10;
 const HIDDEN_MIN_MS = 20_000;
 const BACKOFF_MAX_MS = 60_000;
 
-type Tab = 'jobs' | 'batches' | 'models' | 'servers' | 'deployments';
+type Tab = 'jobs' | 'batches' | 'models' | 'releases' | 'servers' | 'deployments';
 
 /** A failure a view already shows as its own sentence: the banner stays out of it. */
 class ShownInView extends Error {}
@@ -58,6 +59,7 @@ export class CellshipPanel extends Panel {
   private readonly jobsView: JobsView;
   private readonly batchesView: BatchesView;
   private readonly modelsView: ModelsView;
+  readonly releasesView: ReleasesView;
   private readonly serversView: ServersView;
   private readonly deploymentsView: DeploymentsView;
   private push: PushChannel | null = null;
@@ -75,7 +77,7 @@ export class CellshipPanel extends Panel {
     super();
     this.id = 'cellship-panel';
     this.addClass('cs-panel');
-    this.title.caption = 'cellship: jobs, batch runs, models, servers, deployments';
+    this.title.caption = 'cellship: jobs, batch runs, models, releases, servers, deployments';
     const header = el('div', 'cs-header');
     const refreshButton = el('button', 'cs-refresh');
     refreshButton.type = 'button';
@@ -88,6 +90,7 @@ export class CellshipPanel extends Panel {
       ['jobs', 'Jobs'],
       ['batches', 'Batch runs'],
       ['models', 'Models'],
+      ['releases', 'Releases'],
       ['servers', 'Servers'],
       ['deployments', 'Deployments']
     ] as [Tab, string][]) {
@@ -106,6 +109,7 @@ export class CellshipPanel extends Panel {
     this.jobsView = new JobsView(this.jobs, id => this.showJob(id));
     this.batchesView = new BatchesView(id => this.showBatch(id));
     this.modelsView = new ModelsView(commands);
+    this.releasesView = new ReleasesView(() => void this.refresh());
     this.serversView = new ServersView(() => void this.refresh());
     this.deploymentsView = new DeploymentsView(() => void this.refresh());
     for (const view of this.listViews) {
@@ -146,7 +150,7 @@ export class CellshipPanel extends Panel {
       return;
     }
     // A tab appears only for what the server extension offers (models came later).
-    for (const tab of ['models', 'servers', 'deployments'] as Tab[]) {
+    for (const tab of ['models', 'releases', 'servers', 'deployments'] as Tab[]) {
       this.tabButtons.get(tab)!.hidden = !this.capabilities.includes(tab);
     }
     this.jobs.clusterEnabled = this.capabilities.includes('cluster_jobs');
@@ -186,6 +190,7 @@ export class CellshipPanel extends Panel {
       jobs: this.jobsView,
       batches: this.batchesView,
       models: this.modelsView,
+      releases: this.releasesView,
       servers: this.serversView,
       deployments: this.deploymentsView
     };
@@ -316,13 +321,20 @@ export class CellshipPanel extends Panel {
   }
 
   private get listViews(): Widget[] {
-    return [this.jobsView, this.batchesView, this.modelsView, this.serversView, this.deploymentsView];
+    return [
+      this.jobsView,
+      this.batchesView,
+      this.modelsView,
+      this.releasesView,
+      this.serversView,
+      this.deploymentsView
+    ];
   }
 
   /** Fetch a list for its view; a failure becomes the view's own sentence (never a
    * blank view) and still rejects, so the Poll backs off. */
   private async loadInto<T>(
-    view: ServersView | DeploymentsView,
+    view: ServersView | DeploymentsView | ReleasesView,
     fetch: () => Promise<T>,
     show: (answer: T) => void
   ): Promise<void> {
@@ -360,6 +372,10 @@ export class CellshipPanel extends Panel {
       this.modelsView.setModels((await api.models()).models);
     } else if (this.tab === 'batches') {
       this.batchesView.setBatches((await api.batches()).batches);
+    } else if (this.tab === 'releases') {
+      await this.loadInto(this.releasesView, api.releases, answer =>
+        this.releasesView.setReleases(answer.releases)
+      );
     } else if (this.tab === 'servers') {
       await this.loadInto(this.serversView, api.servers, answer =>
         this.serversView.setServers(answer.servers)

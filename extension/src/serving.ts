@@ -11,7 +11,7 @@ import { api, IDeployment, IDeploymentList, IServer } from './api';
 import { button, el, formatTime } from './dom';
 
 /** A list view with an empty text and a one-sentence reason when there is nothing. */
-abstract class ListView extends Widget {
+export abstract class ListView extends Widget {
   protected readonly tbody = el('tbody');
   protected readonly empty: HTMLDivElement;
   protected readonly reason = el('div', 'cs-reason');

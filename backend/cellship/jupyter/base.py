@@ -34,7 +34,7 @@ from cellship.train.backends import get_backend
 API_VERSION = 1
 SQLITE_MAX_INT = 2**63 - 1  # the largest integer SQLite stores or compares
 CAPABILITIES = ("jobs", "logs", "metrics", "tensorboard", "batches", "models", "servers",
-                "deployments", "cluster_jobs", "events")
+                "deployments", "cluster_jobs", "events", "releases")
 
 T = TypeVar("T")
 

@@ -1,6 +1,6 @@
 """The one route table of the REST API: every endpoint of ``openapi.yaml`` is here, each
 with its handler (one module per resource: :mod:`.jobs`, :mod:`.logs`, :mod:`.batches`,
-:mod:`.models`, :mod:`.servers`, :mod:`.deployments`, :mod:`.events` (the push channel);
+:mod:`.models`, :mod:`.servers`, :mod:`.deployments`, :mod:`.releases`, :mod:`.events` (the push channel);
 the version probe and the JSON 404 in :mod:`.base`)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 
 from jupyter_server.utils import url_path_join
 
-from cellship.jupyter import base, batches, deployments, events, jobs, logs, models, servers
+from cellship.jupyter import base, batches, deployments, events, jobs, logs, models, releases, servers
 
 PREFIX = "cellship/api"
 _ID = r"(?P<{}>[^/]+)"
@@ -33,6 +33,7 @@ ROUTES: list[tuple[str, type]] = [
     (f"servers/{_ID.format('pid')}/stop", servers.ServerStopHandler),
     ("deployments", deployments.DeploymentsHandler),
     (f"deployments/{_ID.format('name')}", deployments.DeploymentHandler),
+    ("releases", releases.ReleasesHandler),
     ("events", events.EventsHandler),
     ("(?P<path>.*)", base.NotFoundHandler),  # last: a JSON 404 for anything else
 ]

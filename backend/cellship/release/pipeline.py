@@ -411,3 +411,9 @@ def _rollback_target(model: str, name: str | None, repository: str | os.PathLike
 
 
 __all__ = ["release", "rollback", "resume", "history", "ReleaseOutcome", "CanaryLimits"]
+
+
+def models_released(store: Store | None = None) -> list[str]:
+    """Every model with a release or rollback recorded, by name (what the panel's Releases
+    tab lists the history of)."""
+    return (store or Store.default()).released_models()

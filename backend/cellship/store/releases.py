@@ -179,3 +179,9 @@ class ReleasesTable(Database):
             rows = db.execute("SELECT * FROM releases WHERE model=? ORDER BY started, rowid",
                               (model,)).fetchall()
         return [_row(r) for r in rows]
+
+    def released_models(self) -> list[str]:
+        """Every model with a release or rollback recorded, by name."""
+        with self._connect() as db:
+            rows = db.execute("SELECT DISTINCT model FROM releases ORDER BY model").fetchall()
+        return [row[0] for row in rows]
