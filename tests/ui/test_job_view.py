@@ -67,7 +67,9 @@ def _wait_for(check, timeout: float, what: str) -> None:
 
 
 def _watch_it_train(page, view, shot, name: str) -> None:
-    view.wait_for(timeout=90_000)
+    # The kernel starts, loads the extension and submits the job first: on a loaded 2-core
+    # machine that took over 90 s once (the view never came in a CI run with two pytests).
+    view.wait_for(timeout=180_000)
     _wait_for(lambda: len(_progress(view)) == 2 and all(s > 0 for _, s in _progress(view)),
               90, "both workers' progress bars")
     before = _progress(view)
