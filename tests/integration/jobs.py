@@ -103,3 +103,22 @@ if cellship.job.task_index() == 1:
 strategy = tf.distribute.MultiWorkerMirroredStrategy()
 print("unreachable: the cluster came up", flush=True)
 '''
+
+# TRAIN_DIGITS (formatted) with a backup dir per worker, as in pods whose job dirs are not
+# shared; on its second attempt worker 1 has lost its copy, as a recreated pod would have.
+OWN_BACKUPS_PRELUDE = '''
+import os, shutil
+import cellship
+OWN_BACKUP = os.path.join(str(cellship.job.job_dir()), f"backup-{cellship.job.task_index()}")
+_marker = os.path.join(str(cellship.job.job_dir()), f"attempt-{cellship.job.task_index()}")
+if os.path.exists(_marker) and cellship.job.task_index() == 1:
+    shutil.rmtree(OWN_BACKUP, ignore_errors=True)
+    print("worker 1 lost its backup", flush=True)
+open(_marker, "w").close()
+'''
+
+
+def own_backups(epochs: int, sleep: float) -> str:
+    program = TRAIN_DIGITS.format(epochs=epochs, sleep=sleep)
+    return OWN_BACKUPS_PRELUDE + program.replace("cellship.job.backup()",
+                                                 "cellship.job.backup(backup_dir=OWN_BACKUP)")

@@ -163,6 +163,31 @@ def test_killed_worker_restarts_and_resumes_from_backup(tmp_path: Path) -> None:
     wait_until_gone(job.id, within=5)
 
 
+def test_workers_with_their_own_backups_resume_from_the_freshest(tmp_path: Path) -> None:
+    """Each worker keeps its own backup (as pods do, their job dirs not shared); after a
+    kill, worker 1 has lost its copy (as a recreated pod): the workers adopt worker 0's
+    through TensorFlow's collectives and both resume after the last finished epoch."""
+    job = cellship.submit_script(_script(tmp_path, programs.own_backups(epochs=6, sleep=1.0)),
+                                 workers=2, max_restarts=1, name="own-backups",
+                                 env={"CELLSHIP_PRIVATE_JOB_DIR": "1"})
+    _wait_for_log(job, r"epoch-done 3", timeout=120)
+    victim = next(r for r in job.record.replicas if r.label == "worker 1")
+    os.kill(victim.pid, signal.SIGKILL)
+    record = job.wait(timeout=180)
+    assert record.status == "succeeded", job.failure_report()
+    logs = {r.label: Path(record.job_dir, "logs", f"{r.type}-{r.index}.log").read_text()
+            for r in record.replicas}
+    for label, log in logs.items():
+        after = log.split("---- cellship: restart 1 of 1 ----")[1]
+        resumed = [int(n) for n in re.findall(r"Epoch (\d)/6", after)]
+        assert resumed and resumed[0] >= 4 and resumed[-1] == 6, (label, resumed)
+    after_1 = logs["worker 1"].split("---- cellship: restart 1 of 1 ----")[1]
+    assert "worker 1 lost its backup" in after_1
+    assert "own backup held no backup; resuming from worker 0's" in after_1, after_1[-3000:]
+    assert "resuming from worker" not in logs["worker 0"]  # it held the freshest copy
+    wait_until_gone(job.id, within=5)
+
+
 def test_killed_supervisor_takes_its_workers_along(tmp_path: Path) -> None:
     job = cellship.submit_script(_script(tmp_path, programs.SLEEPER.format(count=600, interval=0.5)),
                                  workers=2)

@@ -146,11 +146,18 @@ def backup(**kwargs: Any) -> Any:
     """A Keras BackupAndRestore callback in the job's directory.
 
     After a restart (``--max-restarts``), ``fit`` resumes from the last finished epoch
-    instead of epoch 0. The backup is deleted by Keras when training completes.
+    instead of epoch 0. The backup is deleted by Keras when training completes. In a
+    cluster job's pods, whose job dirs are not shared, each worker keeps its own copy
+    and the workers adopt the freshest one at the start of ``fit``
+    (:mod:`cellship.inside.backups`), so a replica recreated on another node resumes too.
     """
     import tensorflow as tf
 
+    from cellship.inside import backups
+
     kwargs.setdefault("backup_dir", str(backup_dir()))
+    if backups.private_job_dir():
+        return backups.pod_backup_class()(**kwargs)
     return tf.keras.callbacks.BackupAndRestore(**kwargs)
 
 

@@ -238,7 +238,9 @@ def test_cli_train_stores_the_options_and_the_backend_uses_them(kube, script, ca
     spec = pods[0]["spec"]
     assert spec["containers"][0]["image"] == "tf:1"
     assert spec["containers"][0]["resources"] == {"requests": {"memory": "2Gi"}}
-    assert spec["tolerations"] == [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert spec["tolerations"][0] == {"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}
+    assert {t["key"] for t in spec["tolerations"][1:]} == {  # cellship's own, for node loss
+        "node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready"}
     claims = [v["persistentVolumeClaim"] for v in spec["volumes"] if "persistentVolumeClaim" in v]
     assert claims == [{"claimName": "data", "readOnly": True}]  # among the pod's own volumes
 
@@ -335,7 +337,7 @@ def test_magic_passes_the_flags_through(kube, capsys) -> None:
                  "--toleration '{\"key\": \"c\", \"operator\": \"Exists\"}' --dry-run",
                  "print('cell')\n")
     docs = _yaml_docs(capsys.readouterr().out)
-    assert docs[2]["spec"]["tolerations"] == [
+    assert docs[2]["spec"]["tolerations"][:2] == [
         {"key": "a", "operator": "Equal", "value": "b", "effect": "NoSchedule"},
         {"key": "c", "operator": "Exists"}]
     with pytest.raises(UsageError, match="--cpu only applies to --backend kubernetes"):

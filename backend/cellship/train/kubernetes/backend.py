@@ -44,7 +44,7 @@ from cellship.kube.podspec import CONTAINER
 from cellship.kube.waiting import wait_changed, wait_gone
 from cellship.store import JobRecord, Store
 from cellship.train.backend import PROGRAM_FILE, Backend
-from cellship.train.kubernetes import artifacts, files, manifests, storage
+from cellship.train.kubernetes import artifacts, files, manifests, recovery, storage
 from cellship.train.kubernetes.default_image import choose_image
 from cellship.train.kubernetes.manifests import JobIdentity
 from cellship.train.kubernetes.pods import (
@@ -64,6 +64,7 @@ STATE_FILE = "kubernetes.json"
 CANCEL_WAIT_SECONDS = 90.0  # the pods' 30 s grace, plus a loaded node's teardown
 LOG_RETRY_FIRST_SECONDS = 0.5
 LOG_RETRY_MAX_SECONDS = 5.0
+LOOK_SECONDS = 2.0  # how often a follower looks at the job's pods (recovery, restarts)
 SPEC_KEY = "kubernetes"
 _PHASE_STATE = {"Pending": "pending", "Running": "running", "Succeeded": "succeeded",
                 "Failed": "failed", "Unknown": "pending"}
@@ -79,6 +80,7 @@ class KubernetesBackend(Backend):
         super().__init__(store)
         self.options = options or KubernetesOptions()
         self._connect = client_factory or kube_client.connect
+        self._looking = threading.RLock()
 
     # -- plumbing --------------------------------------------------------------------------
     def _client(self, options: KubernetesOptions) -> KubeAPI:
@@ -178,6 +180,12 @@ class KubernetesBackend(Backend):
 
     # -- refresh ---------------------------------------------------------------------------
     def refresh(self, job: JobRecord) -> JobRecord:
+        # One look at a time: the log pumps, the mirror and the follower all look, and a
+        # lost replica must be made again once, its restart noted once.
+        with self._looking:
+            return self._refresh(job)
+
+    def _refresh(self, job: JobRecord) -> JobRecord:
         record = self.store.get_job(job.id)
         state = self._state(record)
         if record.done or state is None:
@@ -194,8 +202,18 @@ class KubernetesBackend(Backend):
         now = time.time()
         problems: list[Diagnosis] = []
         phases: dict[Replica, str] = {}
+        recovers = state["launcher"] == "pods"  # the TFJob operator replaces its own pods
         for replica in spec.replicas():
             pod = pods.get((replica.type, str(replica.index)))
+            lost = recovery.loss(pod, now) if recovers else None
+            if lost is not None or (recovers and recovery.is_going(pod)):
+                phases[replica] = "Replacing"
+                if lost is not None:
+                    failure = recovery.replace(self.store, record, state, client, identity,
+                                               spec, replica, pod, lost)
+                    if failure is not None:
+                        problems.append(Diagnosis("Lost", failure, fatal=True))
+                continue
             if pod is None:
                 phases[replica] = "Missing"
                 continue
@@ -204,12 +222,16 @@ class KubernetesBackend(Backend):
             pod = with_phase(pod, phase)
             cs = container_status(pod, CONTAINER)
             terminated = (cs.get("state") or {}).get("terminated") or {}
-            found = diagnose(pod, _safe_events(client, identity.namespace, pod), spec.max_restarts)
+            earlier = recovery.carried(state, replica)
+            found = diagnose(pod, _safe_events(client, identity.namespace, pod),
+                             spec.max_restarts - earlier)
+            restarts = earlier + int(cs.get("restartCount") or 0)
+            recovery.note_restarts(self.store, record, replica, pod, restarts, spec.max_restarts)
             # Each replica keeps its own pod's diagnosis (the job's error joins them all),
             # so the view's row says which pod cannot start and why; None once it is fine.
             self.store.update_replica(record.id, replica.type, replica.index,
                                       state=_PHASE_STATE.get(phase, "pending"),
-                                      restarts=int(cs.get("restartCount") or 0),
+                                      restarts=restarts,
                                       exit_code=terminated.get("exitCode"),
                                       pod=pod["metadata"].get("name"),
                                       node=(pod.get("spec") or {}).get("nodeName"),
@@ -217,6 +239,8 @@ class KubernetesBackend(Backend):
                                       diagnosis=found.message if found is not None else None)
             if found is not None:
                 problems.append(found)
+        self.store.update_job(record.id, restarts=max(
+            (r.restarts for r in self.store.get_job(record.id).replicas), default=0))
         problems = with_gpu_shortfall(client, spec, list(pods.values()), problems)
         return self._judge(record, spec, identity, client, phases, problems, now)
 
@@ -379,8 +403,22 @@ class KubernetesBackend(Backend):
         for thread in threads:
             thread.start()
         live = self.mirror(job)  # TensorBoard over the job's logdir is live while it is followed
+        told = len(self._recovery_events(job))  # what happened before this follow began
+        looked = time.monotonic()
         try:
             while any(t.is_alive() for t in threads) or not lines.empty():
+                if time.monotonic() - looked > LOOK_SECONDS:
+                    # Lost replicas are made again by a look (refresh), whether or not a
+                    # log stream broke; what was done shows in the cell as it happens.
+                    looked = time.monotonic()
+                    try:
+                        self.refresh(job)
+                    except KubernetesError:
+                        pass  # the API is down or refuses: the next look tries again
+                    news = self._recovery_events(job)
+                    for message in news[told:]:
+                        yield LogLine("cellship", message)
+                    told = len(news)
                 try:
                     line = lines.get(timeout=0.25)
                 except queue.Empty:
@@ -393,6 +431,10 @@ class KubernetesBackend(Backend):
             stop.set()
             if live is not None:
                 live.stop()
+
+    def _recovery_events(self, job: JobRecord) -> list[str]:
+        return [message for _, kind, message in self.store.events(job.id)
+                if kind == recovery.EVENT_KIND]
 
     # -- jobs of other kernels and machines -------------------------------------------------
     def search_namespace(self, namespace: str | None = None, context: str | None = None) -> str:

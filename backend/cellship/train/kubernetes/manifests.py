@@ -31,6 +31,7 @@ exactly the version that generated the program, without pip-installing anything 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,7 +62,7 @@ SHIPPED_KEY = "shipped.pkl"
 # The in-job modules (paths relative to the cellship package), shipped as they are.
 SHIM_MODULES = ("errors.py", "inside/__init__.py", "inside/bootstrap.py", "inside/job.py",
                 "inside/relay.py", "inside/eventfile.py", "inside/keeper.py",
-                "inside/sender.py", "inside/objects.py")
+                "inside/sender.py", "inside/objects.py", "inside/backups.py")
 KEEPER = "keeper"  # the chief pod's second container (cellship/inside/keeper.py)
 KEEPER_SCRIPT = f"{SHIM_DIR}/cellship/inside/keeper.py"
 SENDER_SCRIPT = f"{SHIM_DIR}/cellship/inside/sender.py"
@@ -199,6 +200,16 @@ def keeper_container(options: KubernetesOptions, mounts: list[dict[str, Any]],
     return body
 
 
+# How long a replica stays bound to a node that stopped answering (or is not ready)
+# before Kubernetes evicts it and cellship can make it again elsewhere
+# (:mod:`.recovery`). Kubernetes' default is 300 s; a training job whose one lost replica
+# stalls every other would wait all that time. A toleration the user gives wins.
+NODE_LOSS_SECONDS = 20
+NODE_LOSS_TOLERATIONS: tuple[dict[str, Any], ...] = tuple(
+    {"key": f"node.kubernetes.io/{taint}", "operator": "Exists", "effect": "NoExecute",
+     "tolerationSeconds": NODE_LOSS_SECONDS} for taint in ("unreachable", "not-ready"))
+
+
 def restart_policy(spec: JobSpec) -> str:
     return "OnFailure" if spec.max_restarts > 0 else "Never"
 
@@ -218,6 +229,9 @@ def _env(identity: JobIdentity, spec: JobSpec, options: KubernetesOptions, repli
            "CELLSHIP_LOGDIR": logdir,
            "CELLSHIP_TASK_TYPE": replica.type, "CELLSHIP_TASK_INDEX": str(replica.index),
            "CELLSHIP_PEER_TIMEOUT": f"{options.peer_timeout:g}",
+           # Each pod's job dir is its own emptyDir (cellship.job.backup() then keeps a
+           # copy per worker: cellship/inside/backups.py).
+           "CELLSHIP_PRIVATE_JOB_DIR": "1",
            # The local backend's defaults, so a cell behaves the same on both backends.
            "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "1"}
     if tf_config is not None:
@@ -269,9 +283,12 @@ def pod_spec(identity: JobIdentity, spec: JobSpec, options: KubernetesOptions,
     if keeps_files(spec, replica, options):
         containers.append(keeper_container(options, mounts, identity.job_id,
                                            restarts=restart_policy(spec) != "Never"))
+    scheduling = podspec.Scheduling.of(options)
+    given = {t.get("key") for t in scheduling.tolerations}
+    scheduling = dataclasses.replace(scheduling, tolerations=tuple(scheduling.tolerations) + tuple(
+        t for t in NODE_LOSS_TOLERATIONS if t["key"] not in given))
     return podspec.pod_spec(containers, run_as_user=options.run_as_user, volumes=volumes,
-                            restart_policy=restart_policy(spec),
-                            scheduling=podspec.Scheduling.of(options))
+                            restart_policy=restart_policy(spec), scheduling=scheduling)
 
 
 def replica_addresses(identity: JobIdentity, spec: JobSpec) -> dict[Replica, str]:
