@@ -80,6 +80,9 @@ _FLAGS: list[tuple[tuple[str, ...], dict[str, Any], str]] = [
     (("--cpu-limit",), dict(metavar="Q", help="(kubernetes) CPU limit per replica"), "cpu_limit"),
     (("--memory-limit",), dict(metavar="Q", help="(kubernetes) memory limit per replica"),
      "memory_limit"),
+    (("--disk-limit",), dict(metavar="Q", help="(kubernetes) limit of each replica's job "
+                             "dir, e.g. 10Gi: over it the pod is evicted (and made again within "
+                             "--max-restarts)"), "disk_limit"),
     (("--k8s-logdir",), dict(metavar="PATH", help="(kubernetes) TensorBoard logdir inside the "
                              "pods, e.g. on a --volume, or s3://BUCKET/PREFIX (with "
                              "--storage-secret)"), "logdir"),
@@ -367,7 +370,8 @@ _PARSERS: dict[str, Any] = {
     "node_selector": parse_node_selector, "tolerations": _tolerations,
     "image_pull_secrets": _names, "service_account": _object_name, "volumes": _volumes,
     "cpu": parse_quantity, "memory": parse_quantity, "cpu_limit": parse_quantity,
-    "memory_limit": parse_quantity, "logdir": _absolute, "output_dir": _absolute,
+    "memory_limit": parse_quantity, "disk_limit": parse_quantity, "logdir": _absolute,
+    "output_dir": _absolute,
     "image_pull_policy": _text, "peer_timeout": _peer_timeout, "fetch_linger": _linger,
     "storage_secret": _object_name,
 }

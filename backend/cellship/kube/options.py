@@ -23,6 +23,8 @@ volumes            list of {"claim": PVC name, "mount_path": "/data", "read_only
 cpu, memory        requests per replica (e.g. "2", "4Gi"); limits stay unset except GPUs
 cpu_limit,
 memory_limit       optional limits
+disk_limit         limit of each replica's job dir (an emptyDir's sizeLimit, e.g. "10Gi"):
+                   over it the kubelet evicts the pod, and cellship makes it again
 logdir, output_dir paths inside the pods (e.g. on a PVC) for TensorBoard logs / outputs,
                    or ``s3://bucket/prefix`` (any S3-compatible store; needs storage_secret)
 storage_secret     Secret with the object store's keys (AWS_ACCESS_KEY_ID,
@@ -78,6 +80,7 @@ class KubernetesOptions:
     memory: str | None = None
     cpu_limit: str | None = None
     memory_limit: str | None = None
+    disk_limit: str | None = None
     logdir: str | None = None
     output_dir: str | None = None
     image_pull_policy: str | None = None

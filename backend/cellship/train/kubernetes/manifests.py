@@ -256,7 +256,7 @@ def _volumes(identity: JobIdentity, options: KubernetesOptions,
                                           "optional": False, "defaultMode": 0o444}},
         {"name": "shim", "configMap": {"name": identity.prefix, "items": shim_items,
                                        "defaultMode": 0o444}},
-        {"name": "job", "emptyDir": {}}]
+        {"name": "job", "emptyDir": {"sizeLimit": options.disk_limit} if options.disk_limit else {}}]
     mounts: list[dict[str, Any]] = [
         {"name": "program", "mountPath": PROGRAM_DIR, "readOnly": True},
         {"name": "shim", "mountPath": SHIM_DIR, "readOnly": True},
