@@ -24,7 +24,6 @@ chief's files come home and the live TensorBoard mirror are :mod:`.files`' (``wa
 from __future__ import annotations
 
 import json
-import queue
 import shutil
 import threading
 import time
@@ -41,10 +40,10 @@ from cellship.kube.errors import KubernetesError, KubernetesForbidden, Kubernete
 from cellship.kube.meta import MANAGED_SELECTOR, USER_LABEL, current_user
 from cellship.kube.options import KubernetesOptions
 from cellship.kube.podspec import CONTAINER
-from cellship.kube.waiting import wait_changed, wait_gone
+from cellship.kube.waiting import wait_gone
 from cellship.store import JobRecord, Store
 from cellship.train.backend import PROGRAM_FILE, Backend
-from cellship.train.kubernetes import artifacts, files, manifests, recovery, storage
+from cellship.train.kubernetes import artifacts, files, manifests, podlogs, recovery, storage
 from cellship.train.kubernetes.default_image import choose_image
 from cellship.train.kubernetes.manifests import JobIdentity
 from cellship.train.kubernetes.pods import (
@@ -58,13 +57,10 @@ from cellship.train.kubernetes.pods import (
     with_phase,
 )
 from cellship.train.spec import JobSpec, Replica
-from cellship.watch.logstream import LogLine, collapse, is_tf_noise
+from cellship.watch.logstream import LogLine
 
 STATE_FILE = "kubernetes.json"
 CANCEL_WAIT_SECONDS = 90.0  # the pods' 30 s grace, plus a loaded node's teardown
-LOG_RETRY_FIRST_SECONDS = 0.5
-LOG_RETRY_MAX_SECONDS = 5.0
-LOOK_SECONDS = 2.0  # how often a follower looks at the job's pods (recovery, restarts)
 SPEC_KEY = "kubernetes"
 _PHASE_STATE = {"Pending": "pending", "Running": "running", "Succeeded": "succeeded",
                 "Failed": "failed", "Unknown": "pending"}
@@ -347,94 +343,8 @@ class KubernetesBackend(Backend):
         if state["launcher"] == "tfjob":
             names = [(r.label, f"{identity.prefix}-{r.type}-{r.index}") for r in replicas]
         if not follow:
-            return self._read_all(client, identity.namespace, names, tf_noise)
-        return self._follow(job, client, identity.namespace, names, tf_noise, on_idle)
-
-    def _read_all(self, client: KubeAPI, namespace: str, names: list[tuple[str, str]],
-                  tf_noise: bool) -> Iterator[LogLine]:
-        for label, pod in names:
-            try:
-                for text in client.pod_log(namespace, pod, follow=False):
-                    text = collapse(text)
-                    if tf_noise or not is_tf_noise(text):
-                        yield LogLine(label, text)
-            except KubernetesError:
-                continue  # not started yet, or already gone: nothing to show
-
-    def _follow(self, job: JobRecord, client: KubeAPI, namespace: str,
-                names: list[tuple[str, str]], tf_noise: bool,
-                on_idle: Callable[[], None] | None) -> Iterator[LogLine]:
-        """One thread per pod streams its log into a queue; a stream that breaks (API
-        error, container not started yet, container restarted) reconnects as soon as the
-        pod changes (a watch), at the latest after a backoff, and skips the lines it
-        already delivered, by the kubelet's timestamps."""
-        lines: queue.Queue[LogLine | None] = queue.Queue()
-        stop = threading.Event()
-
-        def done() -> bool:
-            return stop.is_set() or self.refresh(job).done
-
-        def pump(label: str, pod: str) -> None:
-            last: tuple[str, int] | None = None
-            delay = LOG_RETRY_FIRST_SECONDS
-            while not stop.is_set():
-                try:
-                    for raw in client.pod_log(namespace, pod, follow=True, timestamps=True):
-                        stamp, text = split_timestamp(raw)
-                        if stamp is not None:
-                            if last is not None and stamp <= last:
-                                continue
-                            last = stamp
-                        lines.put(LogLine(label, collapse(text)))
-                        if stop.is_set():
-                            return
-                    delay = LOG_RETRY_FIRST_SECONDS
-                except KubernetesError:
-                    pass
-                if done():
-                    return
-                try:
-                    wait_changed(client, "Pod", namespace, name=pod, timeout=delay, stop=stop)
-                except KubernetesError:  # the API is down or refuses: just wait
-                    stop.wait(delay)
-                delay = min(delay * 2, LOG_RETRY_MAX_SECONDS)
-
-        threads = [threading.Thread(target=pump, args=n, daemon=True) for n in names]
-        for thread in threads:
-            thread.start()
-        live = self.mirror(job)  # TensorBoard over the job's logdir is live while it is followed
-        told = len(self._recovery_events(job))  # what happened before this follow began
-        looked = time.monotonic()
-        try:
-            while any(t.is_alive() for t in threads) or not lines.empty():
-                if time.monotonic() - looked > LOOK_SECONDS:
-                    # Lost replicas are made again by a look (refresh), whether or not a
-                    # log stream broke; what was done shows in the cell as it happens.
-                    looked = time.monotonic()
-                    try:
-                        self.refresh(job)
-                    except KubernetesError:
-                        pass  # the API is down or refuses: the next look tries again
-                    news = self._recovery_events(job)
-                    for message in news[told:]:
-                        yield LogLine("cellship", message)
-                    told = len(news)
-                try:
-                    line = lines.get(timeout=0.25)
-                except queue.Empty:
-                    if on_idle is not None:
-                        on_idle()
-                    continue
-                if line is not None and (tf_noise or not is_tf_noise(line.text)):
-                    yield line
-        finally:
-            stop.set()
-            if live is not None:
-                live.stop()
-
-    def _recovery_events(self, job: JobRecord) -> list[str]:
-        return [message for _, kind, message in self.store.events(job.id)
-                if kind == recovery.EVENT_KIND]
+            return podlogs.read_all(client, identity.namespace, names, tf_noise)
+        return podlogs.follow(self, job, client, identity.namespace, names, tf_noise, on_idle)
 
     # -- jobs of other kernels and machines -------------------------------------------------
     def search_namespace(self, namespace: str | None = None, context: str | None = None) -> str:
@@ -550,17 +460,6 @@ class KubernetesBackend(Backend):
                 f"pods were still terminating after {CANCEL_WAIT_SECONDS:g}s; check with "
                 f"`kubectl get pods -n {state['namespace']} -l "
                 f"{manifests.LABEL_JOB_ID}={state['job_id']}`.")
-
-
-def split_timestamp(raw: str) -> tuple[tuple[str, int] | None, str]:
-    """``2026-11-25T15:00:00.123Z text`` -> (a comparable time, ``text``). RFC 3339 with
-    nanoseconds drops trailing zeros, so the fraction is compared as a number."""
-    stamp, sep, text = raw.partition(" ")
-    if not sep or len(stamp) < 20 or stamp[4] != "-" or stamp[10] != "T":
-        return None, raw
-    whole, _, fraction = stamp.rstrip("Z").partition(".")
-    digits = "".join(c for c in fraction if c.isdigit())[:9]
-    return (whole, int(digits.ljust(9, "0") or 0)), text
 
 
 def _finished(spec: JobSpec, phases: dict[Replica, str]) -> bool:

@@ -8,7 +8,8 @@ from cellship.kube.errors import KubernetesError, KubernetesForbidden
 from cellship.kube.names import label_value
 from cellship.kube.options import KubernetesOptions
 from cellship.train.backends import available, get_backend
-from cellship.train.kubernetes.backend import KubernetesBackend, split_timestamp
+from cellship.train.kubernetes.backend import KubernetesBackend
+from cellship.train.kubernetes.podlogs import split_timestamp
 from cellship.train.kubernetes.manifests import LABEL_JOB_ID
 from cellship.train.program import build_program
 from cellship.train.spec import JobSpec
@@ -176,7 +177,7 @@ def test_logs_carry_replica_prefixes_and_relay_lines(backend, kube) -> None:
 
 def test_follow_reconnects_after_an_api_error_without_repeating_lines(backend, kube,
                                                                      monkeypatch) -> None:
-    monkeypatch.setattr("cellship.train.kubernetes.backend.LOG_RETRY_FIRST_SECONDS", 0.01)
+    monkeypatch.setattr("cellship.train.kubernetes.podlogs.LOG_RETRY_FIRST_SECONDS", 0.01)
     job = submit(backend)
     (w0,) = pod_names(job, ["worker-0"])
     kube.logs[w0] = ["one", "two", KubernetesError("stream broke", 500), "three"]
