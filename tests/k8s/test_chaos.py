@@ -61,7 +61,7 @@ class Cell:
         try:
             self.record = self.job.follow(emit=lambda line: self.lines.append(
                 (line.replica, line.text)))
-        except BaseException as err:  # noqa: BLE001 - reported by end()
+        except BaseException as err:  # reported by end()
             self.error = err
 
     def said(self, pattern: str, replica: str | None = None, since: int = 0) -> bool:
@@ -143,6 +143,9 @@ def test_a_killed_container_and_an_apiserver_restart(cluster, two_nodes, namespa
     assert any("worker 0 restarted in place" in line for line in cell.cellship_lines()), \
         cell.cellship_lines()  # its peer's loss stopped it too, and it came back
     assert [r.restarts for r in record.replicas] == [1, 1], record.replicas
+    told = "\n".join(cell.cellship_lines())
+    assert "the Kubernetes API server does not answer" in told, told
+    assert "the Kubernetes API server answers again" in told, told
     assert [m.name for m in job.saved_models()] == ["digits"]
     nothing_left(cluster, namespace, job)
 

@@ -11,7 +11,7 @@ import time
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from cellship.kube.api import KubeAPI
-from cellship.kube.errors import KubernetesError
+from cellship.kube.errors import KubernetesError, KubernetesUnreachable
 from cellship.kube.waiting import wait_changed
 from cellship.store import JobRecord, Store
 from cellship.train.kubernetes import recovery
@@ -86,6 +86,7 @@ def follow(backend: "KubernetesBackend", job: JobRecord, client: KubeAPI, namesp
     live = backend.mirror(job)  # TensorBoard over the job's logdir is live while it is followed
     told = len(recovery_events(backend.store, job))  # what happened before this follow began
     looked = time.monotonic()
+    unreachable_since: float | None = None
     try:
         while any(t.is_alive() for t in threads) or not lines.empty():
             if time.monotonic() - looked > LOOK_SECONDS:
@@ -94,8 +95,18 @@ def follow(backend: "KubernetesBackend", job: JobRecord, client: KubeAPI, namesp
                 looked = time.monotonic()
                 try:
                     backend.refresh(job)
+                except KubernetesUnreachable as err:  # the next look tries again
+                    if unreachable_since is None:
+                        unreachable_since = time.monotonic()
+                        yield LogLine("cellship", f"the Kubernetes API server does not answer "
+                                      f"({err}); the pods train on, cellship reconnects")
                 except KubernetesError:
-                    pass  # the API is down or refuses: the next look tries again
+                    pass  # refused for once (a 5xx, a 429): the next look tries again
+                else:
+                    if unreachable_since is not None:
+                        yield LogLine("cellship", "the Kubernetes API server answers again, "
+                                      f"after {time.monotonic() - unreachable_since:.0f} s")
+                        unreachable_since = None
                 news = recovery_events(backend.store, job)
                 for message in news[told:]:
                     yield LogLine("cellship", message)
