@@ -28,7 +28,7 @@ from tests.k8s.support import options, wait_for
 
 pytestmark = [pytest.mark.k8s, pytest.mark.tf, pytest.mark.timeout(900)]
 
-EPOCHS = 8
+EPOCHS = 12  # each epoch ~1.7 s: long enough to inject a second fault after the first
 # Worker 1 goes over its memory limit once, at the end of epoch 3 of its first attempt (a
 # marker in its job dir, which survives restarts in place, says it did).
 OOM_ONCE = '''
@@ -41,8 +41,8 @@ OOM_ONCE = '''
 '''
 
 
-def program(extra: str = "") -> str:
-    text = TRAIN_DIGITS.format(epochs=EPOCHS, sleep=1.5)
+def program(extra: str = "", epochs: int = EPOCHS) -> str:
+    text = TRAIN_DIGITS.format(epochs=epochs, sleep=1.5)
     return text.replace("        import time\n", "        import time\n" + extra.lstrip("\n"), 1)
 
 
@@ -89,11 +89,11 @@ def epochs_done(cell: Cell, replica: str, since: int = 0) -> list[int]:
             for m in [re.search(r"epoch-done (\d+)", text)] if m]
 
 
-def assert_resumed_and_complete(cell: Cell, fault_at: int) -> None:
+def assert_resumed_and_complete(cell: Cell, fault_at: int, epochs: int = EPOCHS) -> None:
     """After the fault, each worker went on from a backup (not from epoch 1) to the end."""
     for replica in ("worker 0", "worker 1"):
         after = epochs_done(cell, replica, fault_at)
-        assert after and after[-1] == EPOCHS, (replica, after, cell.lines[-30:])
+        assert after and after[-1] == epochs, (replica, after, cell.lines[-30:])
         assert 1 not in after, (replica, "started over instead of resuming", after)
 
 
@@ -193,7 +193,10 @@ def test_a_deleted_pod_and_a_lost_node(cluster, two_nodes, namespace) -> None:
 
 
 def test_over_memory_then_over_disk(cluster, two_nodes, namespace) -> None:
-    job = submit(cluster, namespace, "chaos-limits", program(OOM_ONCE),
+    # The kubelet measures a job dir's use every few seconds and evicts on its next pass:
+    # enough epochs that the job is still training then.
+    epochs = 24
+    job = submit(cluster, namespace, "chaos-limits", program(OOM_ONCE, epochs),
                  memory_limit="1500Mi", disk_limit="64Mi")
     cell = Cell(job)
     cell.wait_said(r"hogging memory", 240, replica="worker 1")
@@ -209,6 +212,6 @@ def test_over_memory_then_over_disk(cluster, two_nodes, namespace) -> None:
     cell.wait_said(r"worker 1 was lost \(node \S+ evicted its pod", 180, replica="cellship")
     record = cell.end()
     assert record.status == "succeeded", (record.error, cell.lines[-30:])
-    assert_resumed_and_complete(cell, fault_at)
+    assert_resumed_and_complete(cell, fault_at, epochs)
     assert [r.restarts for r in record.replicas] == [2, 2], record.replicas
     nothing_left(cluster, namespace, job)

@@ -53,7 +53,10 @@ def follow(backend: "KubernetesBackend", job: JobRecord, client: KubeAPI, namesp
     stop = threading.Event()
 
     def done() -> bool:
-        return stop.is_set() or backend.refresh(job).done
+        try:
+            return stop.is_set() or backend.refresh(job).done
+        except KubernetesError:  # the API is down: not known to be done, keep following
+            return stop.is_set()
 
     def pump(label: str, pod: str) -> None:
         last: tuple[str, int] | None = None
