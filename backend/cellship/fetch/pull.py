@@ -1,7 +1,7 @@
 """One copy of a job's files home: list them, send what is new, resume what broke.
 
 A :class:`Root` pairs a folder in the replica with a local one. Files of an ordinary root
-are written to a staging folder and renamed into place only once their SHA-256 matched,
+are written to a staging folder and renamed into place only once their size and CRC-32 matched,
 so a local output dir never holds a half file that looks complete (after a broken
 stream, a full disk or a kill). An ``append`` root (the TensorBoard logdir: event files
 only grow) is written in place from the local file's size, so a running job's logdir
@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from cellship.errors import BackendError
 from cellship.fetch.progress import Progress, Quiet, human
-from cellship.fetch.receive import DiskFull, Mismatch, StreamBroken, receive
+from cellship.fetch.receive import CHECK, DiskFull, Mismatch, StreamBroken, receive
 from cellship.kube.errors import KubernetesNotFound, KubernetesUnreachable
 
 Run = Callable[[list[str]], Iterator[bytes]]  # a command's argv -> its stdout, in chunks
@@ -217,7 +217,7 @@ class Puller:
                 batch = pending[:BATCH_FILES]
                 request = [[i.remote, self._offset(i)] for i in batch]
                 targets = {i.remote: self._where(i) for i in batch}
-                stream = self.run(self.sender + ["send", json.dumps(request)])
+                stream = self.run(self.sender + ["send", json.dumps(request), CHECK])
                 try:
                     got = receive(stream, targets, added, done)
                 except Mismatch as err:

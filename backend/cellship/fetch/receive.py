@@ -2,10 +2,11 @@
 
 Each file is written to its target (a staging file, renamed into place by the caller once
 complete, or the final file itself for append-only event files), from the offset the
-sender confirms, and checked against the SHA-256 of the whole file that ends its frame:
-a resumed copy hashes the bytes it already had from disk, so what is declared complete is
-byte for byte the pod's file. Nothing here holds a file in memory: bytes go to disk as
-they arrive.
+sender confirms, and checked against the size and the digest of the whole file that end
+its frame (CRC-32, or SHA-256 from an older sender; why CRC-32 is enough:
+cellship/inside/sender.py): a resumed copy hashes the bytes it already had from disk, so
+what is declared complete is the pod's file. Nothing here holds a file in memory: bytes go
+to disk as they arrive, as views of the chunks they came in (no copy).
 """
 
 from __future__ import annotations
@@ -13,13 +14,18 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Protocol
 
 from cellship.errors import BackendError
 
 HASH_BLOCK = 1 << 20
+MAX_LINE = 1 << 16  # a header line longer than this is no header: the stream is garbled
+CHECK = "crc32"  # the check cellship asks the sender for (see cellship/inside/sender.py)
+NAMES = {"crc32": "CRC-32", "sha256": "SHA-256"}
+Buffer = bytes | bytearray | memoryview
 
 
 class StreamBroken(BackendError):
@@ -46,49 +52,81 @@ class Received:
 
 
 class _Stream:
-    """Lines and exact byte runs over an iterator of chunks."""
+    """Lines and exact byte runs over an iterator of chunks, without copying the runs:
+    each is handed on as views of the chunks it came in."""
 
     def __init__(self, chunks: Iterator[bytes]) -> None:
         self._chunks = iter(chunks)
-        self._buf = bytearray()
+        self._chunk = b""
+        self._pos = 0
 
-    def _fill(self) -> None:
+    def _next(self) -> None:
         chunk = next(self._chunks, None)
         if chunk is None:
             raise StreamBroken("the file stream ended in the middle of a file")
-        self._buf += chunk
+        self._chunk = chunk if isinstance(chunk, bytes) else bytes(chunk)
+        self._pos = 0
 
     def readline(self) -> bytes:
-        start = 0
+        at = self._chunk.find(b"\n", self._pos)
+        if at >= 0:  # the common case: the whole line is in this chunk
+            line = self._chunk[self._pos:at]
+            self._pos = at + 1
+            return line
+        parts = bytearray(self._chunk[self._pos:])
         while True:
-            at = self._buf.find(b"\n", start)
+            self._next()
+            at = self._chunk.find(b"\n")
             if at >= 0:
-                line = bytes(self._buf[:at])
-                del self._buf[:at + 1]
-                return line
-            start = len(self._buf)
-            self._fill()
+                parts += self._chunk[:at]
+                self._pos = at + 1
+                return bytes(parts)
+            parts += self._chunk
+            if len(parts) > MAX_LINE:
+                raise StreamBroken(f"the file stream is garbled (got {bytes(parts[:60])!r})")
 
     def copy(self, count: int, sink: Callable[[memoryview], None]) -> None:
         while count > 0:
-            if not self._buf:
-                chunk = next(self._chunks, None)
-                if chunk is None:
-                    raise StreamBroken("the file stream ended in the middle of a file")
-                if len(chunk) <= count:  # the common case: straight to disk, no buffering
-                    sink(memoryview(chunk))
-                    count -= len(chunk)
-                    continue
-                self._buf += chunk
-            take = min(count, len(self._buf))
-            with memoryview(self._buf) as view:
-                sink(view[:take])
-            del self._buf[:take]
+            if self._pos >= len(self._chunk):
+                self._next()
+            take = min(count, len(self._chunk) - self._pos)
+            with memoryview(self._chunk) as view:
+                sink(view[self._pos:self._pos + take])
+            self._pos += take
             count -= take
 
 
-def _prefix_digest(path: Path, length: int) -> "hashlib._Hash":
-    digest = hashlib.sha256()
+class Crc32:
+    """zlib's CRC-32 with hashlib's ``update``/``hexdigest`` (the sender's own)."""
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def update(self, data: Buffer) -> None:
+        self.value = zlib.crc32(data, self.value)
+
+    def hexdigest(self) -> str:
+        return "%08x" % self.value
+
+
+class Check(Protocol):
+    def update(self, data: Buffer, /) -> None: ...
+
+    def hexdigest(self) -> str: ...
+
+
+def new_check(name: str) -> Check:
+    """The whole-file check the sender named in its ``F`` line (SHA-256 when it named none:
+    a sender from before CRC-32)."""
+    if name == "crc32":
+        return Crc32()
+    if name == "sha256":
+        return hashlib.sha256()
+    raise StreamBroken(f"the file stream uses a check this cellship does not know: {name!r}")
+
+
+def _prefix_digest(path: Path, length: int, check: str) -> Check:
+    digest = new_check(check)
     with open(path, "rb") as handle:
         left = length
         while left > 0:
@@ -120,17 +158,18 @@ def receive(chunks: Iterator[bytes], targets: dict[str, Path],
         header = json.loads(rest)
         remote, offset = header["path"], int(header["offset"])
         target = targets[remote]
-        _write_file(stream, remote, target, offset, on_bytes)
+        _write_file(stream, remote, target, offset, header.get("check", "sha256"), on_bytes)
         outcome[remote] = "done"
         on_done(remote, target)
 
 
-def _write_file(stream: _Stream, remote: str, target: Path, offset: int,
+def _write_file(stream: _Stream, remote: str, target: Path, offset: int, check: str,
                 on_bytes: Callable[[int], None]) -> None:
+    new_check(check)  # an unknown check fails here, before anything is written
     target.parent.mkdir(parents=True, exist_ok=True)
     if not target.exists():
         target.touch()
-    digest = _prefix_digest(target, offset) if offset else hashlib.sha256()
+    digest = _prefix_digest(target, offset, check) if offset else new_check(check)
     try:
         with open(target, "r+b") as handle:
             handle.truncate(offset)
@@ -147,7 +186,8 @@ def _write_file(stream: _Stream, remote: str, target: Path, offset: int,
                 if kind == b"C":
                     stream.copy(int(rest), sink)
                 elif kind == b"H":
-                    expected = rest.split()[0].decode()
+                    expected, end = rest.split()[:2]
+                    length = handle.tell()
                     break
                 else:
                     raise StreamBroken(f"the file stream is garbled inside {remote}")
@@ -158,6 +198,6 @@ def _write_file(stream: _Stream, remote: str, target: Path, offset: int,
                            f"({err.strerror}). The partial file was removed; free some space "
                            "and fetch again.") from err
         raise
-    if digest.hexdigest() != expected:
-        raise Mismatch(f"{remote} arrived with a different SHA-256 than the pod's file",
-                       remote)
+    if length != int(end) or digest.hexdigest() != expected.decode():
+        raise Mismatch(f"{remote} arrived with a different {NAMES[check]} or size than the "
+                       "pod's file", remote)

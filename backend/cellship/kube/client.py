@@ -25,10 +25,10 @@ import os
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from cellship.errors import MissingDependency
-from cellship.kube import kinds
+from cellship.kube import execstream, kinds
 from cellship.kube.api import KubeAPI, Obj, ObjList, initial_events_end
 from cellship.kube.config import (  # noqa: F401  (SERVICE_ACCOUNT_*: where callers look)
     SERVICE_ACCOUNT_DIR,
@@ -165,6 +165,7 @@ class KubeClient(KubeAPI):
         else:
             self.api_client = kubeconfig_client(config, context, kubeconfig)
             self.default_namespace = kubeconfig_namespace(config, context, kubeconfig)
+        self._spdy_refused = False  # the server refused an exec's SPDY upgrade once
 
     # -- the one gate --------------------------------------------------------------------
     @contextmanager
@@ -259,14 +260,11 @@ class KubeClient(KubeAPI):
 
     def exec(self, namespace: str, name: str, command: Sequence[str],
              container: str = CONTAINER, timeout: float = 60.0) -> Iterator[bytes]:
-        """Over the exec subresource's websocket (channel 1 stdout, 2 stderr, 3 the
-        final Status), with the official client's connection code (TLS, token). Why not
-        ``kubernetes.stream.stream``: it swaps the shared ApiClient's ``call_api`` while it
-        runs (other threads' calls would go astray), and its reader joins every waiting
-        frame into one bytes object (quadratic on a large file); frames are read here."""
-        from kubernetes.stream import ws_client
-        from websocket import WebSocketException, WebSocketTimeoutException
-
+        """Over SPDY/3.1, as ``kubectl exec`` does, or the websocket channel protocol where
+        the server refuses SPDY (or a proxy is configured); either way channel 1 stdout,
+        2 stderr, 3 the final Status, read by :mod:`.execstream` (why both, and why not
+        websocket-client's or ``kubernetes.stream.stream``'s reader: see there; the
+        latter also swaps the shared ApiClient's ``call_api`` while it runs)."""
         resource = f"{kinds.POD.resource}/exec"
         query = [("container", container), ("stdout", "true"), ("stderr", "true"),
                  ("stdin", "false"), ("tty", "false")] + [("command", c) for c in command]
@@ -274,42 +272,67 @@ class KubeClient(KubeAPI):
             _method, url, headers, _body, _post = self.api_client.param_serialize(
                 method="GET", resource_path=kinds.POD.path(namespace, name, "exec"),
                 header_params={}, auth_settings=["BearerToken"])
-            try:
-                sock = ws_client.create_websocket(self.api_client.configuration,
-                                                  ws_client.get_websocket_url(url, query),
-                                                  headers)
-            except WebSocketException as err:
-                raise _websocket_error(err) from err
-        status: bytes = b""
+            frames, close = self._open_exec(url, query, headers, timeout)
+        status = bytearray()
         errors = bytearray()
         try:
-            sock.settimeout(timeout)
-            while True:
-                try:
-                    opcode, frame = sock.recv_data_frame(True)
-                except WebSocketTimeoutException as err:
-                    raise KubernetesUnreachable(
-                        f"The exec stream of pod {name} in namespace {namespace} was silent "
-                        f"for {timeout:g}s.", None) from err
-                except (WebSocketException, OSError) as err:
-                    raise KubernetesUnreachable(
-                        f"The exec stream of pod {name} in namespace {namespace} broke: "
-                        f"{err}.", None) from err
-                if opcode == 0x8:  # close
-                    break
-                data = frame.data
-                if not data:
-                    continue
-                channel, payload = data[0], memoryview(data)[1:]  # no copy of the payload
-                if channel == 1 and payload:
-                    yield payload  # type: ignore[misc]
-                elif channel == 2:
-                    errors += payload
-                elif channel == 3:
-                    status += payload
+            try:
+                for channel, payload in frames:
+                    if channel == execstream.STDOUT:
+                        yield payload
+                    elif channel == execstream.STDERR:
+                        errors += payload
+                    elif channel == execstream.STATUS:
+                        status += payload
+            except TimeoutError as err:
+                raise KubernetesUnreachable(
+                    f"The exec stream of pod {name} in namespace {namespace} was silent "
+                    f"for {timeout:g}s.", None) from err
+            except OSError as err:
+                raise KubernetesUnreachable(
+                    f"The exec stream of pod {name} in namespace {namespace} broke: "
+                    f"{err}.", None) from err
         finally:
-            sock.close()
-        _exec_outcome(status, bytes(errors), command, name, namespace)
+            close(frames.closed)
+        _exec_outcome(bytes(status), bytes(errors), command, name, namespace)
+
+    def _open_exec(self, url: str, query: Query, headers: Mapping[str, str],
+                   timeout: float) -> tuple[execstream.Drain, Callable[[bool], None]]:
+        """The exec's frames and how to close them (told whether the server ended the
+        stream), over SPDY unless this server refused it before; failures raise for the
+        gate (a refusal of both: as an ApiException with the server's status)."""
+        configuration = self.api_client.configuration
+        refused = False
+        if not self._spdy_refused and not (configuration.proxy or configuration.proxy_headers):
+            try:
+                spdy = execstream.open_spdy(configuration, url, query, headers, timeout)
+            except execstream.Refused as err:
+                if err.status in (401, 404) or _rbac_refusal(err):
+                    raise _refusal(err) from err
+                refused = True  # e.g. 400: no SPDY here, or a bad request: the websocket says
+            else:
+                return spdy, lambda _ended: spdy.sock.close()
+        from kubernetes.stream import ws_client
+        from websocket import WebSocketException
+
+        try:
+            sock = ws_client.create_websocket(configuration,
+                                              ws_client.get_websocket_url(url, query), headers)
+        except WebSocketException as err:
+            raise _websocket_error(err) from err
+        if refused:  # the websocket took what SPDY was refused: the websocket from now on
+            self._spdy_refused = True
+        frames = execstream.Frames(sock.sock, timeout, pong=sock.pong)
+
+        def close(ended: bool) -> None:
+            if ended:
+                try:
+                    sock.send_close()  # the answer to the server's close frame
+                except (WebSocketException, OSError):
+                    pass
+            sock.shutdown()
+
+        return frames, close
 
     def watch(self, kind: str, namespace: str | None, *, name: str | None = None,
               label_selector: str = "", timeout: float = 60.0) -> Iterator[Obj]:
@@ -379,6 +402,21 @@ def _websocket_error(err: Exception) -> Exception:
         return OSError(str(err))
     failed = ApiException(status=status, reason=str(err))
     failed.body = getattr(err, "resp_body", None)
+    return failed
+
+
+def _rbac_refusal(err: "execstream.Refused") -> bool:
+    """A 403 of RBAC (``pods "x" is forbidden: User ... cannot create resource
+    "pods/exec"``), not one of a proxy or kubelet that will not upgrade to SPDY."""
+    return err.status == 403 and b"cannot create resource" in err.body
+
+
+def _refusal(err: "execstream.Refused") -> Exception:
+    """A refused SPDY upgrade -> the error the gate turns into a typed one."""
+    from kubernetes.client.exceptions import ApiException
+
+    failed = ApiException(status=err.status, reason=err.reason)
+    failed.body = err.body.decode(errors="replace")
     return failed
 
 

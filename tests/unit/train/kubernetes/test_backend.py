@@ -9,8 +9,8 @@ from cellship.kube.names import label_value
 from cellship.kube.options import KubernetesOptions
 from cellship.train.backends import available, get_backend
 from cellship.train.kubernetes.backend import KubernetesBackend
-from cellship.train.kubernetes.podlogs import split_timestamp
 from cellship.train.kubernetes.manifests import LABEL_JOB_ID
+from cellship.train.kubernetes.podlogs import split_timestamp
 from cellship.train.program import build_program
 from cellship.train.spec import JobSpec
 from cellship.watch.metrics import ScalarPoint, encode_relay
