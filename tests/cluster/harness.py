@@ -1,11 +1,11 @@
-"""A real single-node Kubernetes for the cluster tier, booted from Debian's packages.
+"""A real Kubernetes for the cluster tier (second_node.py adds a second node), from Debian.
 
 etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy (iptables mode) and
 a kubelet over containerd and runc, a CNI bridge on a private subnet, dnsmasq as cluster DNS
 and containerd registry mirrors for test registries: the programs a production cluster runs,
 on loopback and a bridge this run creates. The recipe and every flag's reason are in
-../shared/notes/local-kubernetes.md. The control plane and kubelet
-come from ``build-kubernetes.sh`` (Debian's kubernetes source, built once and cached).
+../shared/notes/local-kubernetes.md; what every node runs is in node.py. The control plane
+and kubelet come from ``build-kubernetes.sh`` (Debian's kubernetes source, built once).
 
 Everything the cluster writes lives under one work directory (plus the fixed paths the
 kubelet insists on, cleaned in ``stop``); ``stop`` runs even after a failed boot and
@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -26,23 +25,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from cellship.processes import die_with_parent
 from tests.cluster.dns import ClusterDNS
-from tests.cluster.network_services import (
-    containerd_registry_section,
-    kube_proxy_args,
-    mirror_plain_http,
-    remove_kube_proxy_rules,
+from tests.cluster.network_services import kube_proxy_args, mirror_plain_http, remove_kube_proxy_rules
+from tests.cluster.node import (
+    CLUSTER_CIDR,
+    GATEWAY,
+    PAUSE_REF,
+    SERVICE_RANGE,
+    SYSTEM_PATH,
+    cni_conflist,
+    containerd_config,
+    free_port,
+    kubelet_args,
+    spawn,
 )
 from tests.cluster.pki import make_pki
-from tests.cluster.processes import ClusterError, kill, machine_lock, pids, tail, terminate
+from tests.cluster.processes import ClusterError, machine_lock, tail, terminate
+from tests.cluster.second_node import ExtraNode
+from tests.cluster.teardown import kill_containers, kill_marked, remove_cgroups, remove_netns, unmount_under
 
 HERE = Path(__file__).resolve().parent
 BRIDGE = "cellshipk8s0"
 SUBNET = "10.77.0.0/24"
-GATEWAY = "10.77.0.1"
-SERVICE_RANGE = "10.0.0.0/24"
-PAUSE_REF = "cellship.test/pause:3.4"
 ADMIN_TOKEN_USER = "admin"
 LIMITED_USER = "jane"
 CONTEXT = "cellship-test"
@@ -50,13 +54,6 @@ NODE = "127.0.0.1"  # the kubelet's --hostname-override
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_LABEL = "nvidia.com/gpu.present"  # what the NVIDIA GPU operator labels GPU nodes with
 KUBELET_FIXED_DIRS = (Path("/var/lib/kubelet"), Path("/var/log/pods"), Path("/var/log/containers"))
-SYSTEM_PATH = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def build_binaries() -> Path:
@@ -89,6 +86,7 @@ class LocalCluster:
     dns: ClusterDNS | None = None
     api_port: int = 0
     token: str = ""
+    extra_nodes: list[ExtraNode] = field(default_factory=list)
 
     # -- paths -------------------------------------------------------------------------
     @property
@@ -160,7 +158,8 @@ class LocalCluster:
             "--service-account-private-key-file", str(pki / "sa.key"),
             "--root-ca-file", str(pki / "ca.crt"), "--use-service-account-credentials=false",
             "--controllers=*,-nodeipam,-cloud-node-lifecycle,-route,-service",
-            "--node-monitor-grace-period=20s", "--pod-eviction-timeout=30s"])
+            "--node-monitor-grace-period=10s", "--node-monitor-period=2s",
+            "--pod-eviction-timeout=30s"])
         self._spawn("kube-scheduler", [
             str(self.binaries / "kube-scheduler"),
             "--kubeconfig", str(self.workdir / "admin.kubeconfig"),
@@ -169,10 +168,10 @@ class LocalCluster:
         self._import_pause()
         self._start_kubelet()
         self._spawn("kube-proxy", kube_proxy_args(
-            self.binaries / "kube-proxy", self.workdir / "admin.kubeconfig", SUBNET, NODE,
+            self.binaries / "kube-proxy", self.workdir / "admin.kubeconfig", CLUSTER_CIDR, NODE,
             free_port(), free_port()))
         self.dns = ClusterDNS(self.workdir / "dns", GATEWAY, self.core_api, self.log("dnsmasq"))
-        self._wait("the node to be Ready", timeout, self._node_ready, "kubelet")
+        self._wait("the node to be Ready", timeout, lambda: self.node_ready(NODE), "kubelet")
         self._wait("the default ServiceAccount", timeout,
                    lambda: self.kubectl("get", "serviceaccount", "default",
                                         check=False).returncode == 0,
@@ -185,15 +184,9 @@ class LocalCluster:
                       if d != self.workdir]
         for workdir in stale_dirs:
             stale = LocalCluster(self.binaries, workdir=workdir)
-            markers = (str(workdir).encode(), str(stale.run_dir).encode())
-            for pid in pids():
-                try:
-                    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-                except OSError:
-                    continue
-                if any(m in cmdline for m in markers):
-                    kill(pid)
-            stale.stop()
+            kill_marked((str(workdir), str(stale.run_dir)))  # a second node's too
+            stale.stop(lock_held=True)
+        ExtraNode(self).remove()  # a second node whose work directory is gone already
 
     def _write_tokens(self, pki: Path) -> None:
         """The admin (system:masters: every right under RBAC) and ``LIMITED_USER``, who has
@@ -268,10 +261,11 @@ class LocalCluster:
                 "--allow-privileged=false", "--profiling=false"]
 
     def restart_apiserver(self, downtime: float = 2.0, timeout: float = 60.0) -> None:
-        """Stop the apiserver, wait ``downtime`` seconds, start it again (reconnect tests)."""
+        """Stop the apiserver, wait ``downtime`` s, start it again (reconnect tests). SIGTERM
+        closes its listener, then it waits on open watches: 1 s, so nodes lose it ~4 s more."""
         process = self.processes.pop("kube-apiserver")
         args = process.args
-        terminate(process)
+        terminate(process, grace=1.0)
         time.sleep(downtime)
         self._spawn("kube-apiserver", list(args))
         self._wait("the apiserver to answer /readyz again", timeout, self._api_ready,
@@ -284,46 +278,20 @@ class LocalCluster:
             subprocess.run(ip + ["link", "add", BRIDGE, "type", "bridge"], check=True)
             subprocess.run(ip + ["addr", "add", f"{GATEWAY}/24", "dev", BRIDGE], check=True)
         subprocess.run(ip + ["link", "set", BRIDGE, "up"], check=True)
+        # Pods route the whole 10.77.0.0/16 via their node: what no node's bridge holds
+        # is refused here instead of leaving by the machine's default route.
+        subprocess.run(ip + ["route", "replace", "unreachable", CLUSTER_CIDR], check=True)
         cni = self.workdir / "cni"
         cni.mkdir(exist_ok=True)
-        (cni / "10-cellship.conflist").write_text(json.dumps({
-            "cniVersion": "0.4.0", "name": "cellship-test",
-            "plugins": [{"type": "bridge", "bridge": BRIDGE, "isGateway": True,
-                         "ipMasq": False, "hairpinMode": True,
-                         "ipam": {"type": "host-local",
-                                  "ranges": [[{"subnet": SUBNET, "gateway": GATEWAY}]],
-                                  # Services' ClusterIPs via the host (kube-proxy's rules);
-                                  # no default route: pods reach nothing beyond the machine
-                                  "routes": [{"dst": SERVICE_RANGE, "gw": GATEWAY}],
-                                  "dataDir": str(self.workdir / "cni-ipam")}}]}))
+        (cni / "10-cellship.conflist").write_text(
+            cni_conflist(BRIDGE, SUBNET, GATEWAY, self.workdir / "cni-ipam"))
 
     def _start_containerd(self, timeout: float) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "containerd.toml"
-        cri = 'plugins."io.containerd.grpc.v1.cri"'
-        config.write_text(f"""version = 2
-root = "{self.workdir / 'containerd'}"
-state = "{self.run_dir / 'state'}"
-disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
-                    "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]
-[grpc]
-  address = "{self.containerd_socket}"
-[{cri}]
-  sandbox_image = "{PAUSE_REF}"
-  restrict_oom_score_adj = true
-  disable_apparmor = true
-  enable_selinux = false
-[{cri}.containerd]
-  snapshotter = "overlayfs"
-  default_runtime_name = "runc"
-[{cri}.containerd.runtimes.runc]
-  runtime_type = "io.containerd.runc.v2"
-[{cri}.containerd.runtimes.runc.options]
-  SystemdCgroup = false
-[{cri}.cni]
-  bin_dir = "/usr/lib/cni"
-  conf_dir = "{self.workdir / 'cni'}"
-{containerd_registry_section(self.registry_hosts)}""")
+        config.write_text(containerd_config(self.workdir / "containerd", self.run_dir / "state",
+                                            self.containerd_socket, self.workdir / "cni",
+                                            self.registry_hosts))
         self._spawn("containerd", ["containerd", "--config", str(config)])
         self._wait("containerd's socket", timeout,
                    lambda: self.ctr("version", check=False).returncode == 0, "containerd")
@@ -375,24 +343,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     def _start_kubelet(self) -> None:
         root = self.workdir / "kubelet"
         root.mkdir(exist_ok=True)
-        self.kubelet_port = free_port()
-        self._spawn("kubelet", [
-            str(self.binaries / "kubelet"),
-            "--kubeconfig", str(self.workdir / "admin.kubeconfig"),
-            "--root-dir", str(root),
-            "--container-runtime=remote",
-            f"--container-runtime-endpoint=unix://{self.containerd_socket}",
-            f"--pod-infra-container-image={PAUSE_REF}",
-            "--cgroup-driver=cgroupfs", "--hostname-override=127.0.0.1",
-            "--address=127.0.0.1", "--port", str(self.kubelet_port),
-            "--healthz-bind-address=127.0.0.1", f"--healthz-port={free_port()}",
-            "--read-only-port=0", "--fail-swap-on=false", "--oom-score-adj=0",
-            "--make-iptables-util-chains=false", "--node-status-update-frequency=2s",
-            f"--cluster-dns={GATEWAY}", "--cluster-domain=cluster.local",
-            "--eviction-hard=memory.available<50Mi,nodefs.available<1%,imagefs.available<1%",
-            "--image-gc-high-threshold=100", "--image-gc-low-threshold=99",
-            "--serialize-image-pulls=false", "--sync-frequency=5s",
-            "--register-node=true", "--v=1"])
+        self._spawn("kubelet", kubelet_args(self.binaries, self.workdir / "admin.kubeconfig",
+                                            root, self.containerd_socket, NODE))
 
     # -- readiness checks ---------------------------------------------------------------------
     def core_api(self) -> Any:
@@ -441,8 +393,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     def _api_ready(self) -> bool:
         return self.kubectl("get", "--raw", "/readyz", check=False).returncode == 0
 
-    def _node_ready(self) -> bool:
-        out = self.kubectl("get", "node", "127.0.0.1", "-o",
+    def node_ready(self, node: str = NODE) -> bool:
+        out = self.kubectl("get", "node", node, "-o",
                            "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
                            check=False)
         return out.returncode == 0 and out.stdout.strip() == "True"
@@ -461,21 +413,35 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                            f"{component} log:\n{tail(self.log(component))}")
 
     def _spawn(self, name: str, args: list[str]) -> None:
-        log = self.log(name).open("ab")
-        self.processes[name] = subprocess.Popen(
-            args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, env=dict(os.environ, PATH=SYSTEM_PATH),
-            preexec_fn=die_with_parent)  # a killed session takes its cluster with it
-        log.close()
+        self.processes[name] = spawn(args, self.log(name))
+
+    # -- more nodes ---------------------------------------------------------------------------
+    def add_node(self, images: tuple[tuple[Path, str], ...] = ()) -> ExtraNode:
+        """Boot a second node (second_node.py: named 127.0.0.2) with ``images`` ((archive,
+        ref) pairs) imported; ``node.remove()`` or :meth:`stop` removes it."""
+        node = ExtraNode(self)
+        self.extra_nodes.append(node)
+        try:
+            node.start(images=images)
+        except BaseException:
+            node.remove()
+            raise
+        return node
 
     # -- teardown ---------------------------------------------------------------------------
-    def stop(self) -> None:
-        """Everything down, in the order that leaves nothing behind; never raises."""
+    def stop(self, lock_held: bool = False) -> None:
+        """Everything down, in the order that leaves nothing behind; never raises. Only by
+        the machine lock's holder (``lock_held``: reaping a stale cluster): bridge, cgroups
+        and fixed paths are the machine's, maybe another session's that holds the lock."""
+        if getattr(self, "_lock", None) is None and not lock_held:
+            return  # never started: e.g. the atexit hook of a session that never got the lock
+        for node in list(self.extra_nodes) or [ExtraNode(self)]:  # or a killed session's
+            node.remove()
+        self.extra_nodes = []
         if self.dns is not None:
             self.dns.stop()
             self.dns = None
-        steps: list[Callable[[], None]] = [self._delete_pods, self._kill_containers]
-        for step in steps:
+        for step in (self._delete_pods, self._kill_containers):
             try:
                 step()
             except Exception:
@@ -486,92 +452,30 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             if process is not None:
                 terminate(process)
         remove_kube_proxy_rules(self.binaries / "kube-proxy")
-        self._kill_shims()
+        kill_marked([str(self.containerd_socket)], also=b"containerd-shim")
         for name, process in list(self.processes.items()):
             terminate(process)
             self.processes.pop(name)
-        self._unmount_under(self.workdir, self.run_dir, *KUBELET_FIXED_DIRS)
-        self._remove_netns()
-        self._remove_cgroups()
+        unmount_under(self.workdir, self.run_dir, *KUBELET_FIXED_DIRS)
+        remove_netns("10.77.0.")
+        remove_cgroups("kubepods")
         subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True)
+        subprocess.run(["ip", "route", "delete", "unreachable", CLUSTER_CIDR], capture_output=True)
         for path in (self.run_dir, self.workdir, *KUBELET_FIXED_DIRS):
             shutil.rmtree(path, ignore_errors=True)
         lock, self._lock = getattr(self, "_lock", None), None
         if lock is not None:
             lock.close()  # releases the flock: the next cluster may boot
 
+    def _kill_containers(self) -> None:
+        if "containerd" in self.processes:
+            kill_containers(self.ctr)
+
     def _delete_pods(self) -> None:
         if "kube-apiserver" not in self.processes or "kubelet" not in self.processes:
             return
         self.kubectl("delete", "pods", "--all", "--all-namespaces", "--grace-period=0",
                      "--force", "--wait=true", "--timeout=30s", check=False)
-
-    def _kill_containers(self) -> None:
-        if "containerd" not in self.processes:
-            return
-        for task in self.ctr("tasks", "ls", "-q", check=False).stdout.split():
-            self.ctr("tasks", "kill", "-s", "SIGKILL", task, check=False)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and self.ctr("tasks", "ls", "-q", check=False).stdout.strip():
-            for task in self.ctr("tasks", "ls", "-q", check=False).stdout.split():
-                self.ctr("tasks", "rm", "-f", task, check=False)
-            time.sleep(0.2)
-        for container in self.ctr("containers", "ls", "-q", check=False).stdout.split():
-            self.ctr("containers", "rm", container, check=False)
-
-    def _kill_shims(self) -> None:
-        """containerd-shim-runc-v2 daemonizes away from containerd: find ours by socket."""
-        marker = str(self.containerd_socket).encode()
-        for pid in pids():
-            try:
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"containerd-shim" in cmdline and marker in cmdline:
-                kill(pid)
-
-    def _unmount_under(self, *roots: Path) -> None:
-        prefixes = tuple(str(r) + "/" for r in roots) + tuple(str(r) for r in roots)
-        for _ in range(3):
-            mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
-            ours = sorted((m for m in mounts if m.startswith(prefixes) or m in prefixes),
-                          key=len, reverse=True)
-            if not ours:
-                return
-            for mount in ours:
-                subprocess.run(["umount", "-l", mount], capture_output=True)
-
-    def _remove_netns(self) -> None:
-        """containerd's CRI names pod network namespaces ``cni-<uuid>`` under /run/netns."""
-        netns = Path("/run/netns")
-        if not netns.is_dir():
-            return
-        for entry in netns.iterdir():
-            if entry.name.startswith("cni-") and self._netns_is_ours(entry):
-                subprocess.run(["umount", str(entry)], capture_output=True)
-                entry.unlink(missing_ok=True)
-
-    def _netns_is_ours(self, entry: Path) -> bool:
-        """Ours when it holds an address on our subnet (or nothing at all: a dead pod's)."""
-        out = subprocess.run(["ip", "-n", entry.name, "-o", "addr"], capture_output=True,
-                             text=True).stdout
-        return "10.77.0." in out or "eth0" not in out
-
-    def _remove_cgroups(self) -> None:
-        """The kubelet's cgroupfs driver makes ``kubepods`` in every v1 hierarchy."""
-        root = Path("/sys/fs/cgroup")
-        for hierarchy in root.iterdir() if root.is_dir() else ():
-            base = hierarchy / "kubepods"
-            if not base.is_dir():
-                continue
-            for directory in sorted((p for p in base.rglob("*") if p.is_dir()),
-                                    key=lambda p: len(p.parts), reverse=True) + [base]:
-                try:
-                    for pid in (directory / "cgroup.procs").read_text().split():
-                        kill(int(pid))
-                    directory.rmdir()
-                except OSError:
-                    pass
 
 
 def main() -> None:

@@ -19,7 +19,8 @@ from typing import Iterator
 
 import pytest
 
-from tests.cluster.harness import GATEWAY, LocalCluster, build_binaries, missing_prerequisites
+from tests.cluster.harness import GATEWAY, NODE, LocalCluster, build_binaries, missing_prerequisites
+from tests.cluster.second_node import ExtraNode
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -35,6 +36,7 @@ class Cluster:
 
     local: LocalCluster
     image: str
+    archive: Path | None = None  # the image's archive (what a second node imports)
 
     @property
     def kubeconfig(self) -> Path:
@@ -67,7 +69,7 @@ def cluster() -> Iterator[Cluster]:
     try:
         archive, ref = training_image_archive()
         local.import_image(archive, ref)
-        yield Cluster(local, ref)
+        yield Cluster(local, ref, archive)
     finally:
         if previous is None:
             os.environ.pop("KUBECONFIG", None)
@@ -152,3 +154,58 @@ def registry_base(cluster: Cluster, node_registry: NodeRegistry) -> str:
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"skopeo copy to {target}: {result.stderr[-2000:]}"
     return target
+
+
+@dataclass
+class TwoNodes:
+    """The cluster with a second node: ``first`` (the session's node) and ``second``
+    (tests/cluster/second_node.py), which tests can power off and on again."""
+
+    cluster: Cluster
+    extra: ExtraNode
+
+    @property
+    def first(self) -> str:
+        return NODE
+
+    @property
+    def second(self) -> str:
+        return self.extra.name
+
+    @property
+    def names(self) -> tuple[str, str]:
+        return self.first, self.second
+
+    def stop_second(self) -> None:
+        """Node 2 loses power (every process of it SIGKILLed; its pods stay Running in the
+        API until the node controller notices, in about 10 s)."""
+        self.extra.stop()
+
+    def start_second(self, timeout: float = 120.0) -> None:
+        """Node 2 boots again under the same name; returns once it is Ready."""
+        self.extra.start(timeout=timeout)
+
+    def ready(self, node: str) -> str:
+        """A node's Ready condition: "True", "False", "Unknown" (lost) or "" (no node)."""
+        out = self.cluster.kubectl("get", "node", node, "-o",
+                                   "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
+                                   check=False)
+        return out.stdout.strip() if out.returncode == 0 else ""
+
+    def node_of(self, namespace: str, pod: str) -> str:
+        """The node ``pod`` is bound to ("" while unscheduled or when there is no such pod)."""
+        out = self.cluster.kubectl("get", "pod", pod, "-n", namespace, "-o",
+                                   "jsonpath={.spec.nodeName}", check=False)
+        return out.stdout.strip() if out.returncode == 0 else ""
+
+
+@pytest.fixture(scope="module")
+def two_nodes(cluster: Cluster) -> Iterator[TwoNodes]:
+    """A second node (127.0.0.2, with the training image) for one test module; removed
+    afterwards, since other modules expect every pod on node 127.0.0.1."""
+    assert cluster.archive is not None
+    extra = cluster.local.add_node(images=((cluster.archive, cluster.image),))
+    try:
+        yield TwoNodes(cluster, extra)
+    finally:
+        extra.remove()

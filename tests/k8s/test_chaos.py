@@ -70,8 +70,14 @@ class Cell:
 
     def wait_said(self, pattern: str, timeout: float, replica: str | None = None,
                   since: int = 0) -> None:
-        wait_for(lambda: self.said(pattern, replica, since) or self.error is not None, timeout,
-                 f"{pattern!r} in the cell's log")
+        try:
+            wait_for(lambda: self.said(pattern, replica, since) or self.error is not None,
+                     timeout, f"{pattern!r} in the cell's log")
+        except AssertionError as err:
+            state = [(r.label, r.state, r.restarts, r.pod, r.node, r.diagnosis)
+                     for r in self.job.record.replicas]
+            raise AssertionError(f"{err}; replicas {state}; the cell's last lines:\n"
+                                 + "\n".join(f"[{w}] {t}" for w, t in self.lines[-40:])) from None
         assert self.error is None, self.error
 
     def end(self, timeout: float = 600) -> Any:
