@@ -13,6 +13,7 @@ import atexit
 import importlib.util
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -343,8 +344,30 @@ def _serve_forever() -> None:
     sys.exit(0)
 
 
+def _end_on_sigterm() -> None:
+    """End at once on SIGTERM when this process is its container's PID 1 (a pod's program,
+    exec'd by the pod bootstrap). PID 1 ignores a signal it does not handle, so a deleted
+    pod would sit out its whole grace period before the kubelet's SIGKILL, and a replica
+    that cellship must make again would wait that long. A Python handler would not run
+    while the main thread waits in TensorFlow's C++ (a collective waiting for a lost peer),
+    so SIGTERM is blocked here, before TensorFlow starts its threads (they inherit the
+    mask), and one thread waits for it and ends the process."""
+    if os.getpid() != 1:
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+
+    def wait() -> None:
+        signal.sigwait({signal.SIGTERM})
+        print("cellship: SIGTERM (the pod is being deleted): stopping now", flush=True)
+        sys.stderr.flush()
+        os._exit(128 + signal.SIGTERM)
+
+    threading.Thread(target=wait, daemon=True, name="cellship-sigterm").start()
+
+
 def start(namespace: MutableMapping[str, Any], shipped: bool = False) -> None:
     """Prepare this replica; called by the generated program before the user's code."""
+    _end_on_sigterm()
     cwd = os.getcwd()
     if cwd not in sys.path:
         sys.path.insert(0, cwd)

@@ -121,10 +121,13 @@ def diagnose(pod: Mapping[str, Any], events: Iterable[Mapping[str, Any]] = (),
             f"{name} cannot create its container: a Secret, ConfigMap or volume it needs is "
             "missing, or the image's user is root while cellship requires non-root "
             "(set run_as_user, or use an image with a non-root USER).", text), fatal=True)
+    # The budget is spent once the container has ended (or waits to restart) after its
+    # last allowed restart: the kubelet would restart it once more.
+    used_up = restarts > max_restarts or (restarts == max_restarts and bool(
+        terminated or reason == "CrashLoopBackOff"))
     oom = terminated if terminated.get("reason") == "OOMKilled" else (
         last if last.get("reason") == "OOMKilled" else None)
-    if oom is not None and (phase == "Failed" or restarts > max_restarts
-                            or reason == "CrashLoopBackOff" or terminated):
+    if oom is not None and (phase == "Failed" or used_up):
         limit = _memory_limit(pod)
         within = f", limit {limit}" if limit else ""
         return Diagnosis("OOMKilled",
@@ -138,7 +141,7 @@ def diagnose(pod: Mapping[str, Any], events: Iterable[Mapping[str, Any]] = (),
             f"{name} keeps crashing: restarted {restarts} time(s), last exit code {code}"
             + (f" ({detail})" if detail else "")
             + "; see its log with `cellship logs`.", waiting.get("message", "")),
-            fatal=restarts > max_restarts or max_restarts == 0)
+            fatal=used_up)
     if phase == "Failed":
         code = terminated.get("exitCode")
         why = status.get("message") or terminated.get("message") or terminated.get("reason") or ""

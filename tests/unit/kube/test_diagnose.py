@@ -97,3 +97,17 @@ def test_normal_events_are_not_shown() -> None:
     found = diagnose(pod(), [event("FailedScheduling", GPU_EVENT),
                              {"type": "Normal", "reason": "Scheduled", "message": "ok"}])
     assert "ok" not in found.message
+
+
+def test_an_oom_kill_within_the_restart_budget_is_not_fatal() -> None:
+    """The kubelet restarts it in place (cellship's recovery tells the cell); only an OOM
+    kill after the last allowed restart fails the job."""
+    def oom_pod(restarts: int, waiting: bool) -> dict:
+        state = {"waiting": {"reason": "CrashLoopBackOff"}} if waiting else {"running": {}}
+        return pod("Running", cs={"state": state, "restartCount": restarts,
+                                  "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}})
+
+    assert diagnose(oom_pod(0, waiting=True), [], max_restarts=2).fatal is False
+    assert diagnose(oom_pod(1, waiting=False), [], max_restarts=2) is None
+    found = diagnose(oom_pod(2, waiting=True), [], max_restarts=2)
+    assert found.reason == "OOMKilled" and found.fatal

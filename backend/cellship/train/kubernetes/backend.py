@@ -246,7 +246,7 @@ class KubernetesBackend(Backend):
         waited = now - record.created
         if fatal:
             self._end(record, "failed", " ".join(p.message for p in fatal), identity, client)
-        elif problems and waited > spec.startup_timeout:
+        elif problems and record.status == "pending" and waited > spec.startup_timeout:
             self._end(record, "failed", f"not started after {spec.startup_timeout:g}s: "
                       + " ".join(p.message for p in problems), identity, client)
         elif problems:

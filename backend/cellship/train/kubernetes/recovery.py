@@ -38,8 +38,9 @@ from cellship.train.kubernetes.pods import container_status, parse_time
 from cellship.train.spec import JobSpec, Replica
 
 # A pod whose deletion is this much past its grace period sits on a node that no longer
-# answers (a live kubelet confirms a deletion within the grace period).
-OVERDUE_SECONDS = 5.0
+# answers (a live kubelet kills what is left at the period's end and confirms at once;
+# the program itself ends on SIGTERM: cellship/inside/bootstrap.py).
+OVERDUE_SECONDS = 10.0
 EVENT_KIND = "recovery"
 
 
@@ -63,7 +64,8 @@ def loss(pod: Mapping[str, Any] | None, now: float) -> Loss | None:
                     remove=True)
     deleting = parse_time((pod.get("metadata") or {}).get("deletionTimestamp"))
     if deleting is not None and now > deleting + OVERDUE_SECONDS:
-        return Loss(f"node {node} stopped answering (its pod was stranded there)", remove=True)
+        return Loss(f"node {node} stopped answering (its pod, deleted, outlived its grace "
+                    "period there)", remove=True)
     return None
 
 
