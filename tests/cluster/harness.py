@@ -40,7 +40,7 @@ from tests.cluster.node import (
     spawn,
 )
 from tests.cluster.pki import make_pki
-from tests.cluster.processes import ClusterError, machine_lock, tail, terminate
+from tests.cluster.processes import ClusterError, machine_lock, terminate, wait_alive
 from tests.cluster.second_node import ExtraNode
 from tests.cluster.teardown import kill_containers, kill_marked, remove_cgroups, remove_netns, unmount_under
 
@@ -400,17 +400,7 @@ class LocalCluster:
         return out.returncode == 0 and out.stdout.strip() == "True"
 
     def _wait(self, what: str, timeout: float, check: Callable[[], bool], component: str) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for name, process in self.processes.items():
-                if process.poll() is not None:
-                    raise ClusterError(f"{name} exited ({process.returncode}) while waiting "
-                                       f"for {what}:\n{tail(self.log(name))}")
-            if check():
-                return
-            time.sleep(0.3)
-        raise ClusterError(f"timed out after {timeout:g}s waiting for {what}; "
-                           f"{component} log:\n{tail(self.log(component))}")
+        wait_alive(what, timeout, check, self.processes, self.log, component, "")
 
     def _spawn(self, name: str, args: list[str]) -> None:
         self.processes[name] = spawn(args, self.log(name))

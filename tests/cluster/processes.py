@@ -9,7 +9,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
 LOCK_FILE = "/run/cellship-test-cluster.lock"
 
@@ -68,3 +68,21 @@ def tail(path: Path, lines: int = 30) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
+
+
+def wait_alive(what: str, timeout: float, check: Callable[[], bool],
+               processes: Mapping[str, subprocess.Popen], log: Callable[[str], Path],
+               component: str, owner: str = "") -> None:
+    """Wait until ``check()`` holds, failing at once (with its log's tail) when one of
+    ``processes`` exits meanwhile, and with ``component``'s log after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for name, process in processes.items():
+            if process.poll() is not None:
+                raise ClusterError(f"{owner}{name} exited ({process.returncode}) while waiting "
+                                   f"for {what}:\n{tail(log(name))}")
+        if check():
+            return
+        time.sleep(0.3)
+    raise ClusterError(f"timed out after {timeout:g}s waiting for {what}; {owner}{component} "
+                       f"log:\n{tail(log(component))}")

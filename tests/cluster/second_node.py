@@ -48,7 +48,7 @@ from tests.cluster.node import (
     kubelet_args,
     spawn,
 )
-from tests.cluster.processes import ClusterError, kill, pids, tail
+from tests.cluster.processes import ClusterError, kill, pids, wait_alive
 from tests.cluster.teardown import (
     cmdline,
     hierarchies,
@@ -203,17 +203,7 @@ class ExtraNode:
         self.processes[name] = spawn(args, self.log(name))
 
     def _wait(self, what: str, timeout: float, check: Callable[[], bool], component: str) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for name, process in self.processes.items():
-                if process.poll() is not None:
-                    raise ClusterError(f"node {self.name}'s {name} exited ({process.returncode})"
-                                       f" while waiting for {what}:\n{tail(self.log(name))}")
-            if check():
-                return
-            time.sleep(0.3)
-        raise ClusterError(f"timed out after {timeout:g}s waiting for {what}; node {self.name}'s "
-                           f"{component} log:\n{tail(self.log(component))}")
+        wait_alive(what, timeout, check, self.processes, self.log, component, f"node {self.name}'s ")
 
     # -- state in the API -----------------------------------------------------------------
     def ready_status(self) -> str:

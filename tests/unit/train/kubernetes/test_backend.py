@@ -293,12 +293,18 @@ def test_an_evicted_pod_is_removed_then_made_again(backend, kube, store) -> None
         'the limit "64Mi")); cellship made its pod again, to run on any ready node: restart 1 of 1']
 
 
-def test_a_pod_stranded_on_a_dead_node_is_force_deleted(backend, kube) -> None:
-    job = submit(backend, workers=2, max_restarts=1)
+def two_running(backend, kube, **spec):
+    """A 2-worker job whose pods both run, looked at once: (job, worker 0's pod, worker 1's)."""
+    job = submit(backend, workers=2, **spec)
     w0, w1 = pod_names(job, ["worker-0", "worker-1"])
     kube.set_pod(NS, w0, running())
     kube.set_pod(NS, w1, running())
     backend.refresh(job)
+    return job, w0, w1
+
+
+def test_a_pod_stranded_on_a_dead_node_is_force_deleted(backend, kube) -> None:
+    job, w0, w1 = two_running(backend, kube, max_restarts=1)
     pod = kube.objects[("Pod", NS, w1)]
     pod["metadata"]["deletionTimestamp"] = "2020-01-01T00:00:00Z"  # its grace ended long ago
     deleted: list = []
@@ -321,11 +327,7 @@ def test_a_pod_being_deleted_is_waited_for_not_judged(backend, kube) -> None:
 
 
 def test_a_cancelled_job_is_not_recovered(backend, kube) -> None:
-    job = submit(backend, workers=2, max_restarts=2)
-    w0, w1 = pod_names(job, ["worker-0", "worker-1"])
-    kube.set_pod(NS, w0, running())
-    kube.set_pod(NS, w1, running())
-    backend.refresh(job)
+    job, w0, w1 = two_running(backend, kube, max_restarts=2)
     kube.objects[("ConfigMap", NS, f"digits-cnn-{job.id}")]["metadata"]["deletionTimestamp"] = "x"
     del kube.objects[("Pod", NS, w1)]
     backend.refresh(job)
