@@ -5,8 +5,10 @@ Service and one Pod per replica, each with an ownerReference to the ConfigMap's 
 ``cancel`` is one delete and the garbage collector removes the rest. ``refresh`` reconciles
 the store with the pods' phases, records each replica's pod, node and (when it cannot
 start or keeps failing) its own plain-words diagnosis (unschedulable, image pull, crash
-loop, OOM), and puts those diagnoses together into the job's error. Every API call goes through the one client
-(:func:`cellship.kube.client.connect`); tests hand in a fake with the same interface.
+loop, OOM), and puts those diagnoses together into the job's error. A replica whose pod
+was lost (deleted, evicted, stranded on a dead node) is made again by :mod:`.recovery`.
+Every API call goes through the one client (:func:`cellship.kube.client.connect`); tests
+hand in a fake with the same interface.
 
 Options (namespace, image, ...) are :class:`~cellship.kube.options.KubernetesOptions`: given
 to the constructor and/or found in the job's spec dict under ``"kubernetes"``; the
