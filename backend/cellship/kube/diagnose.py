@@ -128,7 +128,7 @@ def diagnose(pod: Mapping[str, Any], events: Iterable[Mapping[str, Any]] = (),
     oom = terminated if terminated.get("reason") == "OOMKilled" else (
         last if last.get("reason") == "OOMKilled" else None)
     if oom is not None and (phase == "Failed" or used_up):
-        limit = _memory_limit(pod)
+        limit = memory_limit(pod)
         within = f", limit {limit}" if limit else ""
         return Diagnosis("OOMKilled",
                          f"{name} was killed for running out of memory (OOMKilled{within}, exit code "
@@ -152,7 +152,7 @@ def diagnose(pod: Mapping[str, Any], events: Iterable[Mapping[str, Any]] = (),
     return None
 
 
-def _memory_limit(pod: Mapping[str, Any]) -> str | None:
+def memory_limit(pod: Mapping[str, Any]) -> str | None:
     """The first container's memory limit as written in the pod spec (e.g. ``128Mi``)."""
     containers = (pod.get("spec") or {}).get("containers") or [{}]
     return ((containers[0].get("resources") or {}).get("limits") or {}).get("memory")

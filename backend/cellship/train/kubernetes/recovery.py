@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from cellship.kube.api import KubeAPI
+from cellship.kube.diagnose import memory_limit
 from cellship.kube.errors import KubernetesError, KubernetesNotFound
 from cellship.kube.options import KubernetesOptions
 from cellship.kube.podspec import CONTAINER
@@ -85,13 +86,18 @@ def _save_state(job_dir: str, state: dict[str, Any]) -> None:
     staging.replace(path)
 
 
+def _restarts_seen(record: JobRecord, replica: Replica) -> int:
+    """The replica's restarts as the store had them before this look."""
+    return next((r.restarts for r in record.replicas
+                 if (r.type, r.index) == (replica.type, replica.index)), 0)
+
+
 def restart_words(pod: Mapping[str, Any]) -> str:
     """How the program's container last ended, for the event of a restart in place."""
     last = (container_status(pod, CONTAINER).get("lastState") or {}).get("terminated") or {}
     reason, code = last.get("reason"), last.get("exitCode")
     if reason == "OOMKilled":
-        limit = ((pod.get("spec") or {}).get("containers") or [{}])[0].get(
-            "resources", {}).get("limits", {}).get("memory")
+        limit = memory_limit(pod)
         return "it was killed for going over its memory limit" + (f" ({limit})" if limit else "")
     if code == 137:
         return "it was killed (SIGKILL, exit code 137)"
@@ -103,8 +109,7 @@ def restart_words(pod: Mapping[str, Any]) -> str:
 def note_restarts(store: Store, record: JobRecord, replica: Replica, pod: Mapping[str, Any],
                   total: int, budget: int) -> None:
     """A job event for each restart in place the store has not seen yet."""
-    seen = next((r.restarts for r in record.replicas
-                 if (r.type, r.index) == (replica.type, replica.index)), 0)
+    seen = _restarts_seen(record, replica)
     if total > seen:
         store.add_event(record.id, EVENT_KIND,
                         f"{replica.label} restarted in place ({restart_words(pod)}): "
@@ -116,8 +121,7 @@ def replace(store: Store, record: JobRecord, state: dict[str, Any], client: Kube
             pod: Mapping[str, Any] | None, lost: Loss) -> str | None:
     """Remove a lost pod and/or create it again; None when done or under way, else the
     sentence the job fails with (the budget is spent, or the pod cannot be made)."""
-    seen = next((r.restarts for r in record.replicas
-                 if (r.type, r.index) == (replica.type, replica.index)), 0)
+    seen = _restarts_seen(record, replica)
     if seen + 1 > spec.max_restarts:
         return (f"{replica.label} was lost: {lost.why}, and its --max-restarts "
                 f"{spec.max_restarts} {'is used up' if spec.max_restarts else 'allows no restart'}.")
